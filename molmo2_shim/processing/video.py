@@ -1,0 +1,132 @@
+"""Molmo2 video preprocessing: every frame is one 378x378 crop, pooled 3x3, with a timestamp."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from ..errors import Molmo2InputError
+from .image import ImageProcessingConfig, _patchify, _resize, _to_float, _RESAMPLE, pool_windows, to_uint8_hwc
+from .layout import LayoutFlags, SpecialTokenIds, frame_prefix, frame_tokens
+
+
+@dataclass(frozen=True)
+class VideoProcessingConfig:
+    frame: ImageProcessingConfig = ImageProcessingConfig(pooling_size=(3, 3))
+    frame_sample_mode: str = "uniform_last_frame"
+    max_fps: float = 2.0
+    sampling_fps: float = 2.0
+    num_frames: int = 384
+    do_sample_frames: bool = True
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "VideoProcessingConfig":
+        frame = ImageProcessingConfig.from_dict({"pooling_size": [3, 3], **d})
+        return cls(
+            frame=frame,
+            frame_sample_mode=str(d.get("frame_sample_mode", cls.frame_sample_mode)),
+            max_fps=float(d.get("max_fps", cls.max_fps)),
+            sampling_fps=float(d.get("sampling_fps", cls.sampling_fps)),
+            num_frames=int(d.get("num_frames", cls.num_frames)),
+            do_sample_frames=bool(d.get("do_sample_frames", cls.do_sample_frames)),
+        )
+
+    @property
+    def frame_grid(self) -> tuple[int, int]:
+        n = self.frame.crop_patches
+        ph, pw = self.frame.pooling_size
+        return -(-n // ph), -(-n // pw)
+
+    @property
+    def tokens_per_frame(self) -> int:
+        rows, cols = self.frame_grid
+        return rows * cols
+
+
+@dataclass
+class ProcessedVideo:
+    pixel_values: torch.Tensor  # [T, patches_per_crop, patch*patch*3]
+    token_pooling: torch.Tensor  # [T*rows*cols, pool_h*pool_w], local to this video
+    grid: tuple[int, int, int]  # (T, rows, cols)
+    timestamps: list[float]
+
+    def as_dict(self) -> dict[str, torch.Tensor]:
+        return {
+            "pixel_values_videos": self.pixel_values,
+            "video_token_pooling": self.token_pooling,
+            "video_grids": torch.tensor([self.grid], dtype=torch.int64),
+        }
+
+
+def frames_and_timestamps(video: Any, metadata: Any = None) -> tuple[list[Any], list[float]]:
+    """Frames of a video input and the time of each, from vLLM's or transformers' metadata."""
+    if isinstance(video, tuple) and len(video) == 2 and isinstance(video[1], dict):
+        video, metadata = video
+    if isinstance(video, np.ndarray):
+        if video.ndim != 4:
+            raise Molmo2InputError(f"a video array must be [frames, H, W, 3], got shape {video.shape}")
+        frames = list(video)
+    elif isinstance(video, torch.Tensor):
+        frames = list(video.detach().cpu().numpy())
+    else:
+        frames = list(video)
+    if not frames:
+        raise Molmo2InputError("the video has no frames; Molmo2 needs at least one")
+    fps = _meta(metadata, "fps")
+    indices = _meta(metadata, "frames_indices")
+    if indices is None:
+        indices = list(range(len(frames)))
+    if len(indices) != len(frames):
+        raise Molmo2InputError(f"video metadata lists {len(indices)} frame indices for {len(frames)} frames")
+    if fps is None or float(fps) <= 0:
+        raise Molmo2InputError("video metadata needs a positive fps to compute the frame timestamps")
+    return frames, [float(i) / float(fps) for i in indices]
+
+
+def _meta(metadata: Any, key: str) -> Any:
+    if metadata is None:
+        return None
+    if isinstance(metadata, dict):
+        return metadata.get(key)
+    return getattr(metadata, key, None)
+
+
+def preprocess_video(video: Any, cfg: VideoProcessingConfig, video_metadata: Any = None, **_: Any) -> ProcessedVideo:
+    if isinstance(video_metadata, (list, tuple)):
+        video_metadata = video_metadata[0] if video_metadata else None
+    frames, timestamps = frames_and_timestamps(video, video_metadata)
+    fcfg = cfg.frame
+    mode = _RESAMPLE[fcfg.resample]
+    crops = [_patchify(_resize(to_uint8_hwc(f, fcfg.do_convert_rgb), fcfg.crop_size, fcfg.crop_size, mode), 1, 1, fcfg)
+             for f in frames]
+    pixels = _to_float(torch.cat(crops), fcfg)
+    n = fcfg.crop_patches
+    per_frame = pool_windows(torch.arange(n * n).reshape(n, n), *fcfg.pooling_size)
+    offsets = torch.arange(len(frames)).repeat_interleave(per_frame.shape[0])[:, None] * fcfg.patches_per_crop
+    pooling = torch.where(per_frame.repeat(len(frames), 1) >= 0, per_frame.repeat(len(frames), 1) + offsets, -1)
+    rows, cols = cfg.frame_grid
+    return ProcessedVideo(pixels, pooling.to(torch.int64), (len(frames), rows, cols), timestamps)
+
+
+def video_token_ids(video: ProcessedVideo, tokenizer: Any, special: SpecialTokenIds, flags: LayoutFlags) -> list[int]:
+    """Token ids replacing <|video|>: per frame, the timestamp text then the frame block.
+
+    The timestamp text sits between special tokens, so tokenizing it on its own gives the ids
+    the original gets from tokenizing the whole expanded string.
+    """
+    _, rows, cols = video.grid
+    return video_tokens_for(video.timestamps, tokenizer, special, flags, (rows, cols))
+
+
+def video_tokens_for(
+    timestamps: Sequence[float], tokenizer: Any, special: SpecialTokenIds, flags: LayoutFlags, grid_hw: tuple[int, int]
+) -> list[int]:
+    out: list[int] = []
+    block = frame_tokens(grid_hw, special, flags)
+    for i, t in enumerate(timestamps):
+        out.extend(tokenizer(frame_prefix(i, t), add_special_tokens=False)["input_ids"])
+        out.extend(block)
+    return out

