@@ -1,0 +1,33 @@
+"""molmo2-shim: Molmo2 on pinned vLLM versions, equal to the original implementation.
+
+    import molmo2_shim
+    molmo2_shim.install()
+
+or nothing at all: the `vllm.general_plugins` entry point calls install() in every vLLM
+process. Importing this package is cheap: no torch, no vLLM, no model code.
+"""
+
+from .errors import (
+    InvalidVLLMVersionError,
+    Molmo2InputError,
+    Molmo2ShimError,
+    PatchError,
+    UnsupportedVLLMVersionError,
+    VLLMNotInstalledError,
+)
+from .installer import InstallStatus, install, status, uninstall
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "InstallStatus",
+    "InvalidVLLMVersionError",
+    "Molmo2InputError",
+    "Molmo2ShimError",
+    "PatchError",
+    "UnsupportedVLLMVersionError",
+    "VLLMNotInstalledError",
+    "install",
+    "status",
+    "uninstall",
+]

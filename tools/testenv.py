@@ -182,7 +182,7 @@ def build(version: str) -> Path:
         write_stamp(env, stamp)
     # Cheap, so always: the CPU platform hint and this checkout of the shim.
     pip(py, "--no-deps", "--no-build-isolation", str(PLATFORM_HINT))
-    pip(py, "--no-deps", "--no-build-isolation", "-e", str(REPO))
+    pip(py, "--no-build-isolation", "-e", str(REPO))
     return py
 
 

@@ -1,0 +1,149 @@
+"""The original's prefill mask: causal, plus every image/video token sees every other one.
+
+vLLM's attention backends only do causal attention. The original model (through
+`token_type_ids`) lets each multimodal token attend to ALL multimodal tokens of the sequence,
+later images included, during prefill; text tokens stay causal and decode is causal. Dropping
+that changes the logits a lot (the golden data measures up to ~8 on the tiny model), which in
+RL shows up as a gap between rollout and trainer log-probs.
+
+So after vLLM's attention has run (and written the KV cache), the rows of multimodal queries
+are recomputed with the original mask over the keys of the same step and written over vLLM's
+output. This is exact when a request's whole multimodal region, from position 0 on, is
+computed in one step. The scheduler patches of each patch set make that the case: a prefix
+cache hit either covers the whole region or is dropped, and the region is never split across
+prefill chunks (see patches/*/scheduling.py). When a request breaks that rule anyway (a
+region larger than max_num_batched_tokens), its rows keep vLLM's causal result and a warning
+says which setting removes the deviation.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+
+logger = logging.getLogger("molmo2_shim")
+
+
+@dataclass
+class Segment:
+    """One request's multimodal region inside the flat token batch of a step."""
+
+    start: int  # flat index of the request's first token (position 0)
+    length: int  # tokens from position 0 through its last multimodal token
+    rows: torch.Tensor  # flat indices of its multimodal tokens (the queries to redo)
+    allowed: torch.Tensor  # [len(rows), length] bool: what each of those queries may attend to
+
+
+class BidirectionalPrefill:
+    """Per-step plan shared by the decoder layers of one model."""
+
+    def __init__(self, mm_token_ids: Sequence[int]) -> None:
+        self._mm_ids = torch.tensor(sorted(set(int(t) for t in mm_token_ids)), dtype=torch.long)
+        self._pending: torch.Tensor | None = None
+        self.segments: list[Segment] = []
+        self._warned = False
+
+    def note_input_ids(self, input_ids: torch.Tensor, has_mm_embeddings: bool) -> None:
+        """Called where the step's token ids are embedded; cheap and sync-free on decode steps."""
+        if not has_mm_embeddings:
+            self._pending = None
+            return
+        ids = self._mm_ids.to(input_ids.device)
+        self._pending = torch.isin(input_ids, ids)
+
+    def begin_step(self, positions: torch.Tensor) -> None:
+        self.segments = []
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return
+        num = pending.shape[0]
+        is_mm = pending.cpu()
+        pos = positions[:num].cpu()
+        device = positions.device
+        for start, end in _request_spans(pos):
+            local = is_mm[start:end]
+            if not bool(local.any()):
+                continue
+            if int(pos[start]) != 0:
+                self._warn_partial(int(pos[start]))
+                continue
+            rows = torch.nonzero(local).squeeze(1)
+            length = int(rows[-1]) + 1
+            cols = torch.arange(length)
+            allowed = (cols[None, :] <= rows[:, None]) | local[:length][None, :]
+            self.segments.append(
+                Segment(start, length, (rows + start).to(device), allowed.to(device))
+            )
+
+    def end_step(self) -> None:
+        self.segments = []
+
+    def apply(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        out: torch.Tensor,
+        num_heads: int,
+        num_kv_heads: int,
+        head_dim: int,
+        scale: float,
+    ) -> torch.Tensor:
+        """Overwrite the multimodal query rows of `out` ([T, heads*dim]) with the original mask."""
+        for seg in self.segments:
+            keys = slice(seg.start, seg.start + seg.length)
+            qs = q[seg.rows].view(-1, num_heads, head_dim).transpose(0, 1)
+            ks = k[keys].view(seg.length, num_kv_heads, head_dim).transpose(0, 1)
+            vs = v[keys].view(seg.length, num_kv_heads, head_dim).transpose(0, 1)
+            if num_kv_heads != num_heads:
+                rep = num_heads // num_kv_heads
+                ks, vs = ks.repeat_interleave(rep, dim=0), vs.repeat_interleave(rep, dim=0)
+            o = F.scaled_dot_product_attention(qs, ks, vs, attn_mask=seg.allowed, scale=scale)
+            out[seg.rows] = o.transpose(0, 1).reshape(-1, num_heads * head_dim).to(out.dtype)
+        return out
+
+    def _warn_partial(self, first_position: int) -> None:
+        if self._warned:
+            return
+        self._warned = True
+        logger.warning(
+            "molmo2-shim: a request's image tokens were computed in a step that starts at position %d, "
+            "so they attend causally instead of bidirectionally as in the original model. This happens "
+            "when an image region is longer than max_num_batched_tokens (or when the shim's scheduler "
+            "patches are not active in the engine process). Raise --max-num-batched-tokens above the "
+            "prompt's image tokens, or check `molmo2-shim doctor`.",
+            first_position,
+        )
+
+
+def _request_spans(positions: torch.Tensor) -> list[tuple[int, int]]:
+    """Per-request [start, end) in the flat batch, from the attention metadata when present."""
+    qsl = _query_start_loc(int(positions.shape[0]))
+    if qsl is not None:
+        return [(int(a), int(b)) for a, b in zip(qsl[:-1], qsl[1:]) if b > a]
+    # A request restarts where positions stop increasing by one.
+    breaks = torch.nonzero(positions[1:] != positions[:-1] + 1).squeeze(1) + 1
+    edges = [0, *breaks.tolist(), int(positions.shape[0])]
+    return list(zip(edges[:-1], edges[1:]))
+
+
+def _query_start_loc(num_tokens: int) -> list[int] | None:
+    try:
+        from vllm.forward_context import get_forward_context
+
+        meta: Any = get_forward_context().attn_metadata
+    except Exception:  # no forward context (e.g. a unit test calling the model directly)
+        return None
+    if isinstance(meta, dict):
+        meta = next(iter(meta.values()), None)
+    for name in ("query_start_loc_cpu", "query_start_loc"):
+        qsl = getattr(meta, name, None)
+        if isinstance(qsl, torch.Tensor) and qsl.numel() >= 2:
+            values = qsl.tolist()
+            if values[0] == 0 and values[-1] == num_tokens:
+                return values
+    return None

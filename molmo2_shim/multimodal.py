@@ -1,0 +1,252 @@
+"""vLLM multimodal processing for Molmo2: processing info, dummy inputs and the processor.
+
+Shared by every supported vLLM version (the processor API is stable from 0.10.2 to 0.15; the
+one moved import is resolved below). The HF-side work is molmo2_shim.processing, which
+reproduces the original processor without remote code.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import hashlib
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import torch
+from transformers import BatchFeature
+from vllm.multimodal.inputs import MultiModalFieldConfig
+from vllm.multimodal.parse import ImageSize, MultiModalDataItems, MultiModalDataParser
+from vllm.multimodal.processing import (
+    BaseMultiModalProcessor,
+    BaseProcessingInfo,
+    PromptReplacement,
+    PromptUpdateDetails,
+)
+
+try:  # moved in vLLM 0.15
+    from vllm.multimodal.profiling import BaseDummyInputsBuilder
+except ImportError:  # pragma: no cover - exercised on 0.15+ only
+    from vllm.multimodal.processing import BaseDummyInputsBuilder  # type: ignore[no-redef]
+
+from .errors import Molmo2InputError
+from .multimodal_ids import IDENTIFIER_PREFIX
+from .processing.image import ImageProcessingConfig, _tilings, image_grid_for_size
+from .processing.layout import insert_bos, num_image_tokens
+from .processing.processor import Molmo2Processor
+from .processing.prompt import first_difference, normalize_prompt
+from .processing.video import video_tokens_for
+
+_REGION_SALT: contextvars.ContextVar[bytes] = contextvars.ContextVar("molmo2_region_salt", default=b"")
+
+
+def checkpoint_dir(model: str, revision: str | None = None) -> Path:
+    path = Path(model)
+    if path.is_dir():
+        return path
+    from huggingface_hub import snapshot_download
+
+    return Path(snapshot_download(model, revision=revision, allow_patterns=["*.json", "*.jinja"]))
+
+
+_PROCESSORS: dict[tuple[str, str | None, int], Molmo2Processor] = {}
+
+
+def _processor(model: str, revision: str | None, tokenizer: Any, config: Any) -> Molmo2Processor:
+    """One processor per checkpoint and tokenizer object (vLLM asks for it on every request)."""
+    key = (model, revision, id(tokenizer))
+    proc = _PROCESSORS.get(key)
+    if proc is None or proc.tokenizer is not tokenizer:
+        proc = Molmo2Processor.from_pretrained(checkpoint_dir(model, revision), tokenizer=tokenizer, config=config)
+        _PROCESSORS[key] = proc
+    return proc
+
+
+class Molmo2ProcessingInfo(BaseProcessingInfo):
+    def get_hf_processor(self, **kwargs: object) -> Molmo2Processor:
+        mc = self.ctx.model_config
+        return _processor(mc.model, getattr(mc, "revision", None), self.get_tokenizer(), self.get_hf_config())
+
+    def get_supported_mm_limits(self) -> Mapping[str, int | None]:
+        return {"image": None, "video": 1}
+
+    def get_num_image_tokens(self, *, image_width: int, image_height: int) -> int:
+        proc = self.get_hf_processor()
+        grid = image_grid_for_size(image_height, image_width, proc.image_config)
+        return num_image_tokens(grid, proc.flags)
+
+    def get_image_size_with_most_features(self) -> ImageSize:
+        cfg: ImageProcessingConfig = self.get_hf_processor().image_config
+        best: tuple[int, ImageSize] | None = None
+        for rows, cols in _tilings(cfg.max_crops):
+            h = rows * cfg.window_size + cfg.margin_pixels
+            w = cols * cfg.window_size + cfg.margin_pixels
+            n = self.get_num_image_tokens(image_width=w, image_height=h)
+            if best is None or n > best[0]:
+                best = (n, ImageSize(width=w, height=h))
+        assert best is not None
+        return best[1]
+
+    def get_num_frames_with_most_features(self, seq_len: int) -> int:
+        proc = self.get_hf_processor()
+        per_frame = proc.video_config.tokens_per_frame + 8  # frame tokens plus timestamp text
+        return max(1, min(proc.video_config.num_frames, seq_len // per_frame))
+
+
+class Molmo2DummyInputsBuilder(BaseDummyInputsBuilder[Molmo2ProcessingInfo]):
+    def get_dummy_text(self, mm_counts: Mapping[str, int]) -> str:
+        images = mm_counts.get("image", 0)
+        text = "<|image|>" if images == 1 else "".join(f"Image {i + 1}<|image|>" for i in range(images))
+        return text + "<|video|>" * mm_counts.get("video", 0)
+
+    def get_dummy_mm_data(self, seq_len: int, mm_counts: Mapping[str, int], mm_options: Any = None) -> dict[str, Any]:
+        size = self.info.get_image_size_with_most_features()
+        data: dict[str, Any] = {
+            "image": self._get_dummy_images(width=size.width, height=size.height, num_images=mm_counts.get("image", 0)),
+        }
+        videos = mm_counts.get("video", 0)
+        if videos:
+            crop = self.info.get_hf_processor().video_config.frame.crop_size
+            frames = self.info.get_num_frames_with_most_features(seq_len)
+            arrays = self._get_dummy_videos(width=crop, height=crop, num_frames=frames, num_videos=videos)
+            data["video"] = [(a, {"fps": 2.0, "frames_indices": list(range(len(a)))}) for a in arrays]
+        return data
+
+
+class Molmo2MultiModalProcessor(BaseMultiModalProcessor[Molmo2ProcessingInfo]):
+    def _get_data_parser(self) -> MultiModalDataParser:
+        return MultiModalDataParser(video_needs_metadata=True)
+
+    # -- prompt normalisation -----------------------------------------------------------------
+
+    def apply(self, prompt: Any, mm_data: Any, hf_processor_mm_kwargs: Mapping[str, object],
+              tokenization_kwargs: Mapping[str, object] | None = None, **kwargs: Any) -> Any:
+        proc = self.info.get_hf_processor()
+        ids = proc.tokenize(prompt) if isinstance(prompt, str) else list(prompt)
+        counts = self._to_mm_items(mm_data).get_all_counts() if mm_data else {}
+        norm = normalize_prompt(
+            ids, counts.get("image", 0), counts.get("video", 0), proc.special,
+            label_ids=lambda i: proc.tokenize(f"Image {i}"),
+        )
+        token = _REGION_SALT.set(_region_digest(norm.ids, proc))
+        try:
+            out = super().apply(norm.ids, mm_data, hf_processor_mm_kwargs, tokenization_kwargs, **kwargs)
+        finally:
+            _REGION_SALT.reset(token)
+        if norm.expected is not None and out["prompt_token_ids"] != norm.expected:
+            at = first_difference(out["prompt_token_ids"], norm.expected)
+            raise Molmo2InputError(
+                "the prompt's expanded image blocks do not match the images sent with it (first difference at "
+                f"token {at}: {len(norm.expected)} ids sent, {len(out['prompt_token_ids'])} expected). Send the "
+                "'<|image|>' placeholder instead of expanded tokens, or expand with this checkpoint's processor."
+            )
+        return out
+
+    def _hash_mm_items(self, mm_items: MultiModalDataItems, hf_processor_mm_kwargs: Mapping[str, object],
+                       tokenization_kwargs: Mapping[str, object], **kwargs: Any) -> Any:
+        """Give each item an identifier that also covers every other item of the prompt.
+
+        Image tokens attend to later images at prefill, so their KV cache depends on the whole
+        multimodal region. vLLM keys prefix-cache blocks by the identifiers of the items they
+        overlap: with per-request identifiers, a cached block is reused only by a prompt with
+        the same images and the same region layout.
+        """
+        base = super()._hash_mm_items(mm_items, hf_processor_mm_kwargs, tokenization_kwargs, **kwargs)
+        everything = hashlib.sha256(_REGION_SALT.get())
+        for modality in sorted(base):
+            for h in base[modality]:
+                everything.update(f"{modality}:{h};".encode())
+        joint = everything.hexdigest()
+        return {
+            modality: [
+                IDENTIFIER_PREFIX + hashlib.sha256(f"{joint}|{modality}|{i}|{h}".encode()).hexdigest()
+                for i, h in enumerate(hashes)
+            ]
+            for modality, hashes in base.items()
+        }
+
+    # -- the HF-side processor ----------------------------------------------------------------
+
+    def _call_hf_processor(self, prompt: str, mm_data: Mapping[str, object], mm_kwargs: Mapping[str, object],
+                           tok_kwargs: Mapping[str, object]) -> BatchFeature:
+        proc = self.info.get_hf_processor()
+        data: dict[str, Any] = {"input_ids": torch.tensor([insert_bos(proc.tokenize(prompt), proc.special.bos)])}
+        images = mm_data.get("images") or []
+        if images:
+            batch = proc.process_images(images)
+            data.update(batch.as_dict())
+            data["image_num_pooled_patches"] = torch.tensor([im.token_pooling.shape[0] for im in batch.images])
+        videos = mm_data.get("videos") or []
+        if videos:
+            from .processing.video import preprocess_video
+
+            processed = [preprocess_video(v, proc.video_config) for v in videos]
+            data["pixel_values_videos"] = torch.cat([v.pixel_values for v in processed])
+            data["video_token_pooling"] = torch.cat([v.token_pooling for v in processed])
+            data["video_grids"] = torch.tensor([v.grid for v in processed], dtype=torch.int64)
+            data["video_num_frames"] = torch.tensor([v.grid[0] for v in processed])
+            data["video_num_pooled_patches"] = torch.tensor([v.token_pooling.shape[0] for v in processed])
+            width = max(len(v.timestamps) for v in processed)
+            stamps = torch.full((len(processed), width), float("nan"), dtype=torch.float64)
+            for i, v in enumerate(processed):
+                stamps[i, : len(v.timestamps)] = torch.tensor(v.timestamps, dtype=torch.float64)
+            data["video_timestamps"] = stamps
+        return BatchFeature(data)
+
+    def _hf_processor_applies_updates(self, *args: Any, **kwargs: Any) -> bool:
+        # Prompts are normalised in apply() and expanded by vLLM from the placeholders.
+        return False
+
+    def _get_mm_fields_config(self, hf_inputs: BatchFeature, hf_processor_mm_kwargs: Mapping[str, object]) -> Mapping[str, MultiModalFieldConfig]:
+        crops = hf_inputs.get("image_num_crops", torch.empty(0, dtype=torch.long))
+        pooled = hf_inputs.get("image_num_pooled_patches", torch.empty(0, dtype=torch.long))
+        frames = hf_inputs.get("video_num_frames", torch.empty(0, dtype=torch.long))
+        vpooled = hf_inputs.get("video_num_pooled_patches", torch.empty(0, dtype=torch.long))
+        return {
+            "pixel_values": MultiModalFieldConfig.flat_from_sizes("image", crops),
+            "image_token_pooling": MultiModalFieldConfig.flat_from_sizes("image", pooled),
+            "image_grids": MultiModalFieldConfig.batched("image"),
+            "image_num_crops": MultiModalFieldConfig.batched("image"),
+            "image_num_pooled_patches": MultiModalFieldConfig.batched("image"),
+            "pixel_values_videos": MultiModalFieldConfig.flat_from_sizes("video", frames),
+            "video_token_pooling": MultiModalFieldConfig.flat_from_sizes("video", vpooled),
+            "video_grids": MultiModalFieldConfig.batched("video"),
+            "video_num_frames": MultiModalFieldConfig.batched("video"),
+            "video_num_pooled_patches": MultiModalFieldConfig.batched("video"),
+            "video_timestamps": MultiModalFieldConfig.batched("video"),
+        }
+
+    def _get_prompt_updates(self, mm_items: MultiModalDataItems, hf_processor_mm_kwargs: Mapping[str, object],
+                            out_mm_kwargs: Any) -> Sequence[Any]:
+        proc = self.info.get_hf_processor()
+        sp = proc.special
+        patch = sp.patch
+
+        def only_patches(tokenizer: Any, full: Any) -> torch.Tensor:
+            return torch.tensor(full) == patch
+
+        def image_tokens(i: int) -> PromptUpdateDetails:
+            grid = out_mm_kwargs["image"][i]["image_grids"].data.tolist()
+            return PromptUpdateDetails(full=proc.image_tokens(grid), is_embed=only_patches)
+
+        def video_tokens(i: int) -> PromptUpdateDetails:
+            item = out_mm_kwargs["video"][i]
+            _, rows, cols = item["video_grids"].data.tolist()
+            stamps = [t for t in item["video_timestamps"].data.tolist() if t == t]
+            ids = video_tokens_for(stamps, proc.tokenizer, sp, proc.flags, (rows, cols))
+            return PromptUpdateDetails(full=ids, is_embed=only_patches)
+
+        updates = []
+        if "image" in mm_items:
+            updates.append(PromptReplacement(modality="image", target=[sp.image_placeholder], replacement=image_tokens))
+        if "video" in mm_items:
+            updates.append(PromptReplacement(modality="video", target=[sp.video_placeholder], replacement=video_tokens))
+        return updates
+
+
+def _region_digest(ids: Sequence[int], proc: Molmo2Processor) -> bytes:
+    """The prompt from BOS through the last placeholder: what the image region's KV depends on."""
+    sp = proc.special
+    marks = [i for i, t in enumerate(ids) if t in (sp.image_placeholder, sp.video_placeholder)]
+    if not marks:
+        return b""
+    return hashlib.sha256(repr(list(ids[: marks[-1] + 1])).encode()).digest()

@@ -1,0 +1,92 @@
+"""Changes every patch set makes: the model in vLLM's registry, the built-in config/processor."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .patching import Action, MappingEntry, Undo
+
+ARCHITECTURE = "Molmo2ForConditionalGeneration"
+# Lazy reference: vLLM imports it in a fresh child process to inspect the class. The module's
+# leaf name must not match a file in vllm/model_executor/models/ (vLLM's model-info cache
+# keys on that leaf name and would hash vLLM's own file instead of ours).
+MODEL_REFERENCE = "molmo2_shim.registered_model:Molmo2ForConditionalGeneration"
+
+
+def _register_model() -> Undo:
+    from vllm.model_executor.models import ModelRegistry
+
+    models = ModelRegistry.models
+    previous = models.get(ARCHITECTURE)
+    ModelRegistry.register_model(ARCHITECTURE, MODEL_REFERENCE)
+
+    def undo() -> None:
+        if previous is None:
+            models.pop(ARCHITECTURE, None)
+        else:
+            models[ARCHITECTURE] = previous
+
+    return undo
+
+
+def _vllm_config_registry() -> Any:
+    from vllm.transformers_utils import config as vllm_config
+
+    return vllm_config._CONFIG_REGISTRY
+
+
+def _config_class() -> Any:
+    from .config import Molmo2Config
+
+    return Molmo2Config
+
+
+def _register_auto_classes() -> Undo:
+    """transformers' AutoConfig/AutoProcessor, so verl and users load Molmo2 without remote code."""
+    from transformers import AutoConfig, AutoProcessor
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+    from transformers.models.auto.processing_auto import PROCESSOR_MAPPING
+
+    from .config import Molmo2Config
+    from .processing.processor import Molmo2Processor
+
+    had_config = "molmo2" in CONFIG_MAPPING._extra_content
+    if not had_config and "molmo2" not in CONFIG_MAPPING:
+        AutoConfig.register("molmo2", Molmo2Config)
+    had_processor = Molmo2Config in PROCESSOR_MAPPING._extra_content
+    if not had_processor:
+        AutoProcessor.register(Molmo2Config, Molmo2Processor, exist_ok=True)
+
+    def undo() -> None:
+        if not had_config:
+            CONFIG_MAPPING._extra_content.pop("molmo2", None)
+        if not had_processor:
+            PROCESSOR_MAPPING._extra_content.pop(Molmo2Config, None)
+
+    return undo
+
+
+def common_changes() -> list[Any]:
+    return [
+        MappingEntry("vLLM config registry: molmo2 -> built-in Molmo2Config", _vllm_config_registry, "molmo2", _config_class),
+        Action("transformers AutoConfig/AutoProcessor for molmo2", _register_auto_classes),
+        Action(f"vLLM ModelRegistry: {ARCHITECTURE} -> {MODEL_REFERENCE}", _register_model),
+    ]
+
+
+def is_shim_model_config(model_config: Any) -> bool:
+    """Whether a vLLM ModelConfig is served by this shim's Molmo2 (not native vLLM's)."""
+    hf = getattr(model_config, "hf_config", None)
+    if getattr(hf, "model_type", None) != "molmo2":
+        return False
+    archs = getattr(model_config, "architectures", None) or getattr(hf, "architectures", None) or []
+    if ARCHITECTURE not in archs:
+        return False
+    try:
+        from vllm.model_executor.models import ModelRegistry
+
+        entry = ModelRegistry.models.get(ARCHITECTURE)
+    except Exception:
+        return False
+    module = getattr(entry, "module_name", None) or getattr(getattr(entry, "model_cls", None), "__module__", "")
+    return str(module).startswith("molmo2_shim")

@@ -1,0 +1,12 @@
+"""Package discovery only (metadata is in pyproject.toml).
+
+The repository keeps per-version code in a top-level `patches/` folder; it is installed as
+the subpackage `molmo2_shim.patches` so no global `patches` module is ever created.
+"""
+
+from setuptools import find_packages, setup
+
+shim = find_packages(include=["molmo2_shim", "molmo2_shim.*"])
+patch_sets = ["molmo2_shim." + name for name in find_packages(include=["patches", "patches.*"])]
+
+setup(packages=shim + patch_sets)
