@@ -1,0 +1,101 @@
+"""Helpers to drive a real vLLM engine and compare it with the golden outputs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+import golden
+
+VOCAB = 512  # the tiny checkpoint's LM head (logits beyond it are -inf by design)
+
+
+def engine_kwargs(**overrides: Any) -> dict[str, Any]:
+    kw = dict(
+        model=str(golden.CHECKPOINT),
+        dtype="float32",
+        enforce_eager=True,
+        max_model_len=4096,
+        max_num_batched_tokens=4096,
+        limit_mm_per_prompt={"image": 4, "video": 1},
+        max_logprobs=-1,
+        seed=0,
+    )
+    kw.update(overrides)
+    return kw
+
+
+def golden_request(name: str) -> dict[str, Any]:
+    case = golden.manifest()["model_cases"][name]
+    request: dict[str, Any] = {"prompt": case["prompt"]}
+    images = golden.model_case_images(name)
+    if images:
+        request["multi_modal_data"] = {"image": images}
+    video = case["sources"].get("video")
+    if video:
+        frames = golden.synth_video(video["num_frames"], video["width"], video["height"], video["seed"])
+        meta = {"fps": video["fps"], "frames_indices": list(range(video["num_frames"])),
+                "total_num_frames": video["num_frames"], "duration": video["num_frames"] / video["fps"]}
+        request["multi_modal_data"] = {"video": (frames, meta)}
+    return request
+
+
+def full_logprob_params(max_tokens: int = 16, prompt: bool = True) -> Any:
+    """Greedy, with the full distribution of every prompt position (and of generated tokens).
+
+    prompt=False leaves prompt logprobs off: requests that ask for them never read the prefix
+    cache, so prefix-cache tests must not.
+    """
+    from vllm import SamplingParams
+
+    return SamplingParams(
+        temperature=0, max_tokens=max_tokens, ignore_eos=True, prompt_logprobs=-1 if prompt else None, logprobs=-1
+    )
+
+
+def greedy_params(max_tokens: int = 16) -> Any:
+    from vllm import SamplingParams
+
+    return SamplingParams(temperature=0, max_tokens=max_tokens, ignore_eos=True)
+
+
+def _dist(entry: dict[int, Any]) -> np.ndarray:
+    out = np.full(VOCAB, -np.inf)
+    for tok, lp in entry.items():
+        if tok < VOCAB:
+            out[tok] = lp.logprob
+    return out
+
+
+def position_logprobs(output: Any) -> np.ndarray:
+    """[S, VOCAB] log-probabilities vLLM assigned after each prompt position.
+
+    Rows 0..S-2 come from prompt_logprobs (shifted: entry i is the distribution that predicted
+    token i), the last row from the first generated token's logprobs.
+    """
+    rows = [_dist(d) for d in output.prompt_logprobs[1:]]
+    rows.append(_dist(output.outputs[0].logprobs[0]))
+    return np.stack(rows)
+
+
+def centered(x: np.ndarray) -> np.ndarray:
+    """Logits up to their per-position additive constant, which softmax ignores."""
+    return x - x.mean(axis=-1, keepdims=True)
+
+
+def logit_error(output: Any, golden_logits: np.ndarray) -> float:
+    """max |(vLLM log-probs) - (golden logits)| after removing each position's constant."""
+    got = centered(position_logprobs(output))
+    ref = centered(golden_logits.astype(np.float64))
+    return float(np.abs(got - ref).max())
+
+
+def assert_matches_golden(output: Any, name: str, *, check_logits: bool = True) -> None:
+    z = golden.model_case(name)
+    assert list(output.prompt_token_ids) == z["input_ids"].tolist(), f"{name}: prompt ids differ from the original's"
+    assert list(output.outputs[0].token_ids) == z["generate_bidir"].tolist(), f"{name}: greedy continuation differs"
+    if check_logits:
+        got = centered(position_logprobs(output))
+        ref = centered(z["logits_bidir"].astype(np.float64))
+        np.testing.assert_allclose(got, ref, atol=golden.LOGITS_ATOL, rtol=golden.LOGITS_RTOL, err_msg=name)
