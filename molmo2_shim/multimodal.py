@@ -12,6 +12,7 @@ import hashlib
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+import numpy as np
 import torch
 from transformers import BatchFeature
 from vllm.multimodal.inputs import MultiModalFieldConfig
@@ -107,8 +108,11 @@ class Molmo2DummyInputsBuilder(BaseDummyInputsBuilder[Molmo2ProcessingInfo]):
         if videos:
             crop = self.info.get_hf_processor().video_config.frame.crop_size
             frames = self.info.get_num_frames_with_most_features(seq_len)
-            arrays = self._get_dummy_videos(width=crop, height=crop, num_frames=frames, num_videos=videos)
-            data["video"] = [(a, {"fps": 2.0, "frames_indices": list(range(len(a)))}) for a in arrays]
+            # Built here rather than with vLLM's helper: 0.11.0's helper makes int64 frames.
+            data["video"] = [
+                (np.full((frames, crop, crop, 3), 255, dtype=np.uint8), {"fps": 2.0, "frames_indices": list(range(frames))})
+                for _ in range(videos)
+            ]
         return data
 
 

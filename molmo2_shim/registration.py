@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .patching import Action, MappingEntry, Undo
+from .patching import Action, Undo
 
 ARCHITECTURE = "Molmo2ForConditionalGeneration"
 # Lazy reference: vLLM imports it in a fresh child process to inspect the class. The module's
@@ -29,16 +29,34 @@ def _register_model() -> Undo:
     return undo
 
 
-def _vllm_config_registry() -> Any:
+_CONFIG_ATTRIBUTE = "Molmo2ShimConfig"
+
+
+def _register_vllm_config() -> Undo:
+    """vLLM's own config registry, consulted before transformers (and before remote code).
+
+    Its entries name attributes of vllm.transformers_utils.configs (0.11.0 accepts nothing
+    else), so the class is published there under a shim-specific name.
+    """
     from vllm.transformers_utils import config as vllm_config
+    from vllm.transformers_utils import configs
 
-    return vllm_config._CONFIG_REGISTRY
-
-
-def _config_class() -> Any:
     from .config import Molmo2Config
 
-    return Molmo2Config
+    registry = vllm_config._CONFIG_REGISTRY
+    previous = dict.get(registry, "molmo2")
+    setattr(configs, _CONFIG_ATTRIBUTE, Molmo2Config)
+    registry["molmo2"] = _CONFIG_ATTRIBUTE
+
+    def undo() -> None:
+        if previous is None:
+            registry.pop("molmo2", None)
+        else:
+            registry["molmo2"] = previous
+        if hasattr(configs, _CONFIG_ATTRIBUTE):
+            delattr(configs, _CONFIG_ATTRIBUTE)
+
+    return undo
 
 
 def _register_auto_classes() -> Undo:
@@ -68,7 +86,7 @@ def _register_auto_classes() -> Undo:
 
 def common_changes() -> list[Any]:
     return [
-        MappingEntry("vLLM config registry: molmo2 -> built-in Molmo2Config", _vllm_config_registry, "molmo2", _config_class),
+        Action("vLLM config registry: molmo2 -> built-in Molmo2Config", _register_vllm_config),
         Action("transformers AutoConfig/AutoProcessor for molmo2", _register_auto_classes),
         Action(f"vLLM ModelRegistry: {ARCHITECTURE} -> {MODEL_REFERENCE}", _register_model),
     ]

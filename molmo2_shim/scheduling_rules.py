@@ -28,16 +28,26 @@ class Region:
     encoder_tokens: int
 
 
+def _encoder_cost(position: Any) -> int:
+    """What vLLM's encoder budget counts for an item: placeholder tokens up to 0.12, embeddings
+    (a property) from 0.13."""
+    embeds = getattr(type(position), "get_num_embeds", None)
+    if isinstance(embeds, property) or hasattr(embeds, "func"):  # a property or cached_property
+        return int(position.get_num_embeds)
+    return int(position.length)
+
+
 def region_of(features: Iterable[Any]) -> Region | None:
-    """The span of a request's Molmo2 multimodal items, or None for other requests."""
-    spans = [
-        (f.mm_position.offset, f.mm_position.offset + f.mm_position.length)
-        for f in features
-        if str(getattr(f, "identifier", "")).startswith(IDENTIFIER_PREFIX)
-    ]
-    if not spans:
+    """The span of a request's Molmo2 multimodal items, or None for other requests.
+
+    (`in` rather than `startswith`: vLLM 0.14 prefixes identifiers with a LoRA name.)
+    """
+    ours = [f for f in features if IDENTIFIER_PREFIX in str(getattr(f, "identifier", ""))]
+    if not ours:
         return None
-    return Region(min(s for s, _ in spans), max(e for _, e in spans), sum(e - s for s, e in spans))
+    spans = [(f.mm_position.offset, f.mm_position.offset + f.mm_position.length) for f in ours]
+    cost = sum(_encoder_cost(f.mm_position) for f in ours)
+    return Region(min(s for s, _ in spans), max(e for _, e in spans), cost)
 
 
 def keep_prefix_hit(num_hit_tokens: int, region: Region | None) -> bool:

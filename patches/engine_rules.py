@@ -75,6 +75,8 @@ def _text_only_bos(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> An
     from molmo2_shim.processing.layout import SpecialTokenIds, insert_bos
     from molmo2_shim.processing.prompt import check_no_stray_tokens
 
+    if instance.tokenizer is None:  # skip_tokenizer_init: ids are the caller's business
+        return inputs
     special = SpecialTokenIds.from_tokenizer(instance.tokenizer)
     ids = list(inputs["prompt_token_ids"])
     check_no_stray_tokens(ids, special, "the text-only prompt")
