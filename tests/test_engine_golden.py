@@ -21,7 +21,7 @@ from engine_helpers import (
     position_logprobs,
 )
 
-pytestmark = pytest.mark.engine
+pytestmark = [pytest.mark.engine, pytest.mark.model]
 
 MODEL_CASES = ["text_only", "one_image_640x480", "two_images_300x200_500x800", "video_4f_320x240"]
 
@@ -37,7 +37,12 @@ def llm():
     del engine
 
 
-@pytest.mark.parametrize("name", MODEL_CASES)
+ROW_SUBSET = {"text_only", "one_image_640x480"}
+
+
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=[pytest.mark.row_subset] if n in ROW_SUBSET else []) for n in MODEL_CASES]
+)
 def test_golden_case(llm, name):
     out = llm.generate([golden_request(name)], full_logprob_params())[0]
     assert_matches_golden(out, name)

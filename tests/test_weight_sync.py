@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 import golden
 from engine_helpers import assert_matches_golden, engine_kwargs, full_logprob_params, golden_request
 
-pytestmark = pytest.mark.engine
+pytestmark = [pytest.mark.engine, pytest.mark.model]
 
 CASES = ["text_only", "one_image_640x480", "two_images_300x200_500x800"]
 

