@@ -46,7 +46,7 @@ def unit_env() -> Path:
     py = env / "bin" / "python"
     if not py.exists():
         subprocess.run([sys.executable, "-m", "venv", str(env)], check=True)
-        subprocess.run([str(py), "-m", "pip", "install", "-q", "pytest>=8", "pytest-timeout"], check=True)
+        subprocess.run([str(py), "-m", "pip", "install", "-q", "pytest>=8", "pytest-timeout", "setuptools>=70.1"], check=True)
     subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-build-isolation", "-e", str(REPO)], check=True)
     return py
 
