@@ -31,7 +31,7 @@ except ImportError:  # pragma: no cover - exercised on 0.15+ only
 
 from .errors import Molmo2InputError
 from .multimodal_ids import IDENTIFIER_PREFIX
-from .processing.image import ImageProcessingConfig, _tilings, image_grid_for_size
+from .processing.image import image_grid_for_size, size_with_most_tokens
 from .processing.layout import insert_bos, num_image_tokens
 from .processing.processor import Molmo2Processor
 from .processing.prompt import first_difference, normalize_prompt
@@ -76,16 +76,9 @@ class Molmo2ProcessingInfo(BaseProcessingInfo):
         return num_image_tokens(grid, proc.flags)
 
     def get_image_size_with_most_features(self) -> ImageSize:
-        cfg: ImageProcessingConfig = self.get_hf_processor().image_config
-        best: tuple[int, ImageSize] | None = None
-        for rows, cols in _tilings(cfg.max_crops):
-            h = rows * cfg.window_size + cfg.margin_pixels
-            w = cols * cfg.window_size + cfg.margin_pixels
-            n = self.get_num_image_tokens(image_width=w, image_height=h)
-            if best is None or n > best[0]:
-                best = (n, ImageSize(width=w, height=h))
-        assert best is not None
-        return best[1]
+        proc = self.get_hf_processor()
+        h, w, _ = size_with_most_tokens(proc.image_config, lambda g: num_image_tokens(g, proc.flags))
+        return ImageSize(width=w, height=h)
 
     def get_num_frames_with_most_features(self, seq_len: int) -> int:
         proc = self.get_hf_processor()

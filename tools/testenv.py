@@ -37,6 +37,8 @@ STAMP = "molmo2-shim-env.json"
 TORCH_STACK = {"torch", "torchvision", "torchaudio", "triton"}
 INTEL_PINS = {
     "2.8.0": ["intel-openmp==2024.2.1", "intel_extension_for_pytorch==2.8.0"],
+    "2.9.1": ["intel-openmp==2024.2.1"],
+    "2.10.0": ["intel-openmp==2024.2.1"],
 }
 TEST_TOOLS = ["pytest>=8", "pytest-timeout", "build"]
 
@@ -180,7 +182,8 @@ def build(version: str) -> Path:
         install_vllm(py, ci)
         stamp["vllm"] = vllm_key(ci)
         write_stamp(env, stamp)
-    # Cheap, so always: the CPU platform hint and this checkout of the shim.
+    # Cheap, so always: a setuptools that builds wheels, the CPU platform hint, this checkout.
+    pip(py, "setuptools>=70.1,<81")
     pip(py, "--no-deps", "--no-build-isolation", str(PLATFORM_HINT))
     pip(py, "--no-build-isolation", "-e", str(REPO))
     return py

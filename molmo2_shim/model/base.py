@@ -6,6 +6,8 @@ method names and class attributes that version's model runner expects.
 
 from __future__ import annotations
 
+import json
+import logging
 from typing import Any, Iterable, Sequence
 
 import torch
@@ -20,6 +22,9 @@ from .bidirectional import BidirectionalPrefill
 from .text import TextModel
 from .vision import VisionBackbone
 from .weights import WeightMapper, load_weights
+
+
+logger = logging.getLogger("molmo2_shim")
 
 
 def _prefixed(prefix: str, name: str) -> str:
@@ -66,6 +71,7 @@ class Molmo2Base(nn.Module):
         self.logits_width = max(int(vllm_config.model_config.get_vocab_size()), int(text_cfg.vocab_size))
         self.make_empty_intermediate_tensors = self.model.make_empty_intermediate_tensors
         self._mapper = WeightMapper(int(text_cfg.vocab_size))
+        warn_if_budget_splits_images(vllm_config)
 
     # -- what verl and vLLM touch -----------------------------------------------------------
 
@@ -162,6 +168,32 @@ class Molmo2Base(nn.Module):
 
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> set[str]:
         return load_weights(self, weights, self._mapper)
+
+
+def warn_if_budget_splits_images(vllm_config: Any) -> None:
+    """Say up front when max_num_batched_tokens is too small to keep image regions exact."""
+    try:
+        from ..multimodal import checkpoint_dir
+        from ..processing.image import ImageProcessingConfig, size_with_most_tokens
+        from ..processing.layout import LayoutFlags, num_image_tokens
+
+        mc = vllm_config.model_config
+        path = checkpoint_dir(mc.model, getattr(mc, "revision", None))
+        cfg = ImageProcessingConfig.from_dict(json.loads((path / "preprocessor_config.json").read_text()))
+        flags = LayoutFlags.from_checkpoint(path, mc.hf_config)
+        per_image = size_with_most_tokens(cfg, lambda g: num_image_tokens(g, flags))[2]
+        images = int(mc.multimodal_config.get_limit_per_prompt("image"))
+    except Exception:  # advisory only: never block model construction
+        return
+    budget = int(vllm_config.scheduler_config.max_num_batched_tokens)
+    needed = per_image * images
+    if images and budget < needed:
+        logger.warning(
+            "molmo2-shim: max_num_batched_tokens=%d is below what %d image(s) of up to %d tokens can take (%d). "
+            "Prompts whose image tokens exceed the budget are chunked inside the image region, where the original's "
+            "bidirectional image attention cannot be reproduced (see docs/design.md). Set max_num_batched_tokens >= %d "
+            "for exact outputs.", budget, images, per_image, needed, needed,
+        )
 
 
 def _cat(x: Any) -> torch.Tensor:

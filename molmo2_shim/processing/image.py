@@ -299,3 +299,19 @@ def preprocess_image(image: Any, cfg: ImageProcessingConfig) -> ProcessedImage:
 
 def preprocess_images(images: Sequence[Any], cfg: ImageProcessingConfig) -> list[ProcessedImage]:
     return [preprocess_image(im, cfg) for im in images]
+
+
+def size_with_most_tokens(cfg: ImageProcessingConfig, count_tokens: Any) -> tuple[int, int, int]:
+    """(height, width, tokens) of the image size with the most tokens, over every tiling.
+
+    `count_tokens(grid)` counts the tokens of a pooled grid (layout flags decide col tokens).
+    An image exactly the size of a tiling's canvas selects that tiling (its scale is 1).
+    """
+    best = (0, 0, -1)
+    for rows, cols in _tilings(cfg.max_crops):
+        h = rows * cfg.window_size + cfg.margin_pixels
+        w = cols * cfg.window_size + cfg.margin_pixels
+        n = count_tokens(image_grid_for_size(h, w, cfg))
+        if n > best[2]:
+            best = (h, w, n)
+    return best

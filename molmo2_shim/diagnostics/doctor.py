@@ -1,0 +1,185 @@
+"""`molmo2-shim doctor`: is the shim active where vLLM needs it, and is the checkpoint sane?"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import platform
+import subprocess
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from ..installer import ENV_DISABLE, ENV_OVERRIDE_NATIVE
+from ..processing.layout import CONFIG_ID_FIELDS, TOKEN_STRINGS, LayoutFlags
+
+PLUGIN_NAME = "molmo2_shim"
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool | None  # None: information only
+    detail: str
+    fix: str = ""
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def environment_checks() -> list[Check]:
+    checks = [Check("platform", None, f"Python {platform.python_version()} on {platform.platform()}")]
+    try:
+        import vllm
+
+        vllm_version = str(vllm.__version__)
+    except ImportError:
+        vllm_version = ""
+    versions = {
+        "molmo2-shim": _version("molmo2-shim"),
+        "vllm (vllm.__version__)": vllm_version or None,
+        "torch": _version("torch"),
+        "transformers": _version("transformers"),
+    }
+    checks.append(Check("versions", None, ", ".join(f"{k} {v or 'not installed'}" for k, v in versions.items())))
+    if not vllm_version:
+        checks.append(Check("vllm", False, "vLLM is not importable here", "pip install a supported vLLM, e.g. vllm==0.11.2"))
+        return checks
+    from ..matrix import lookup
+
+    try:
+        match = lookup(vllm_version)
+    except Exception as exc:  # typed errors carry the supported ranges
+        checks.append(Check("compat matrix", False, str(exc), "install a vLLM version from the README's table"))
+        return checks
+    row = match.row
+    does = {"supported": f"registers its Molmo2 (patch set {row.patch_set})",
+            "native": "stands down: vLLM's own Molmo2 serves the model",
+            "unsupported": "refuses: " + (row.reason or "")}[row.status]
+    checks.append(Check("compat matrix", row.status != "unsupported", f"row {row.name} ({row.status}): the shim {does}",
+                        "" if row.status != "unsupported" else "install a supported vLLM"))
+    return checks
+
+
+def plugin_checks() -> list[Check]:
+    checks = []
+    eps = [ep for ep in importlib.metadata.entry_points(group="vllm.general_plugins") if ep.name == PLUGIN_NAME]
+    checks.append(Check("entry point", bool(eps), f"vllm.general_plugins:{PLUGIN_NAME} -> {eps[0].value}" if eps else
+                        "molmo2-shim's vllm.general_plugins entry point is not installed",
+                        "" if eps else "pip install molmo2-shim in this environment (an editable install works too)"))
+    plugins = os.environ.get("VLLM_PLUGINS")
+    if plugins is None:
+        checks.append(Check("VLLM_PLUGINS", True, "unset: vLLM loads every installed plugin"))
+    else:
+        names = [p.strip() for p in plugins.split(",") if p.strip()]
+        ok = PLUGIN_NAME in names
+        checks.append(Check("VLLM_PLUGINS", ok, f"VLLM_PLUGINS={plugins!r}",
+                            "" if ok else f"add `{PLUGIN_NAME}` to VLLM_PLUGINS (vLLM loads only the plugins it lists)"))
+    if os.environ.get(ENV_DISABLE):
+        checks.append(Check(ENV_DISABLE, False, f"{ENV_DISABLE}={os.environ[ENV_DISABLE]!r} turns the entry point off",
+                            f"unset {ENV_DISABLE}"))
+    if os.environ.get(ENV_OVERRIDE_NATIVE):
+        checks.append(Check(ENV_OVERRIDE_NATIVE, None, f"{ENV_OVERRIDE_NATIVE} is set: the shim replaces native Molmo2"))
+    return checks
+
+
+CHILD_PROBE = (
+    "import json\n"
+    "from vllm.plugins import load_general_plugins\n"
+    "load_general_plugins()\n"
+    "from vllm.model_executor.models import ModelRegistry\n"
+    "e = ModelRegistry.models.get('Molmo2ForConditionalGeneration')\n"
+    "print('PROBE ' + json.dumps(getattr(e, 'module_name', None) or getattr(getattr(e, 'model_cls', None), '__module__', None)))\n"
+)
+
+
+def registration_checks(timeout: float = 300.0) -> list[Check]:
+    """Registration as a fresh vLLM child process sees it (the engine core and workers start so)."""
+    proc = subprocess.run([sys.executable, "-c", CHILD_PROBE], capture_output=True, text=True, timeout=timeout)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("PROBE ")]
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stderr or proc.stdout)[-800:]
+        return [Check("fresh vLLM process", False, f"the probe failed: {tail}", "run `molmo2-shim explain` on that output")]
+    module = json.loads(lines[-1][len("PROBE "):])
+    if module and str(module).startswith("molmo2_shim"):
+        return [Check("fresh vLLM process", True, f"Molmo2ForConditionalGeneration -> {module} (via the entry point)")]
+    if module:
+        return [Check("fresh vLLM process", None, f"Molmo2ForConditionalGeneration -> {module} (vLLM's own; the shim stands down)")]
+    return [Check("fresh vLLM process", False,
+                  "a fresh vLLM process does not know Molmo2ForConditionalGeneration: engine cores and workers vLLM "
+                  "spawns will fail with 'Model architectures [...] are not supported'",
+                  "keep the entry point enabled (see the checks above); in-process install() does not reach them")]
+
+
+def model_checks(model_dir: str) -> list[Check]:
+    path = Path(model_dir)
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        return [Check("model dir", False, f"{path} has no config.json", "point doctor at a local checkpoint folder")]
+    config = json.loads(config_file.read_text())
+    checks = [Check("model type", config.get("model_type") == "molmo2",
+                    f"model_type={config.get('model_type')!r}, architectures={config.get('architectures')}",
+                    "" if config.get("model_type") == "molmo2" else "this is not a Molmo2 checkpoint")]
+    checks.append(Check("dtype", None, f"checkpoint dtype {config.get('dtype') or config.get('torch_dtype')}; "
+                        "vLLM serves bfloat16 unless --dtype is given"))
+    try:
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(str(path))
+        vocab = tok.get_vocab()
+    except Exception as exc:
+        return checks + [Check("tokenizer", False, f"cannot load the tokenizer: {exc}", "use the checkpoint's tokenizer files")]
+    missing = [s for s in TOKEN_STRINGS.values() if s not in vocab]
+    checks.append(Check("special tokens", not missing,
+                        "all Molmo2 image/video tokens present" if not missing else f"missing from the tokenizer: {missing}",
+                        "" if not missing else "use the checkpoint's own tokenizer; Molmo2 needs every image token"))
+    mismatched = []
+    for key, field in CONFIG_ID_FIELDS.items():
+        want = config.get(field)
+        got = vocab.get(TOKEN_STRINGS[key])
+        if want is not None and got is not None and int(want) != int(got):
+            mismatched.append(f"{TOKEN_STRINGS[key]}: config {field}={want}, tokenizer {got}")
+    checks.append(Check("token ids", not mismatched, "config ids match the tokenizer" if not mismatched else "; ".join(mismatched),
+                        "" if not mismatched else "config.json and the tokenizer disagree: use files from one checkpoint"))
+    bos = tok.bos_token or tok.eos_token
+    checks.append(Check("BOS", bos is not None, f"BOS prepended to every prompt: {bos!r}",
+                        "" if bos else "the tokenizer has neither bos nor eos; Molmo2 prompts start with <|im_end|>"))
+    flags = LayoutFlags.from_checkpoint(path)
+    source = "processor_config.json" if (path / "processor_config.json").is_file() else "released defaults (no processor_config.json)"
+    checks.append(Check("processor flags", None, f"{asdict(flags)} from {source}"))
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    natively_known = "molmo2" in CONFIG_MAPPING
+    checks.append(Check("trust_remote_code", None,
+                        "not needed: transformers knows molmo2" if natively_known else
+                        "not needed while molmo2-shim is active (built-in config and processor); needed without it"))
+    return checks
+
+
+def run(model_dir: str | None, child_probe: bool = True) -> list[Check]:
+    checks = environment_checks() + plugin_checks()
+    if child_probe and not any(c.name == "vllm" and c.ok is False for c in checks):
+        checks += registration_checks()
+    if model_dir:
+        checks += model_checks(model_dir)
+    return checks
+
+
+def as_json(checks: list[Check]) -> dict[str, Any]:
+    return {"ok": all(c.ok is not False for c in checks), "checks": [asdict(c) for c in checks]}
+
+
+def format_checks(checks: list[Check]) -> str:
+    mark = {True: "ok  ", False: "FAIL", None: "info"}
+    lines = []
+    for c in checks:
+        lines.append(f"[{mark[c.ok]}] {c.name}: {c.detail}")
+        if c.fix and c.ok is False:
+            lines.append(f"       fix: {c.fix}")
+    return "\n".join(lines)
