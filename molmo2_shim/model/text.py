@@ -82,8 +82,9 @@ class TextAttention(nn.Module):
     def forward(self, positions: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
         q, k, v = self.qkv_proj(hidden).split([self.q_size, self.kv_size, self.kv_size], dim=-1)
         if self.qk_norm_type == "qwen3":
-            q = self.q_norm(q.reshape(-1, self.num_heads, self.head_dim)).reshape(q.shape)
-            k = self.k_norm(k.reshape(-1, self.num_kv_heads, self.head_dim)).reshape(k.shape)
+            # Per head; 2-D input, which every vLLM RMSNorm kernel accepts.
+            q = self.q_norm(q.reshape(-1, self.head_dim)).reshape(q.shape)
+            k = self.k_norm(k.reshape(-1, self.head_dim)).reshape(k.shape)
         elif self.qk_norm_type is not None:
             q, k = self._norm_whole(q, self.q_norm), self._norm_whole(k, self.k_norm)
         q, k = self.rotary_emb(positions, q, k)
