@@ -1,0 +1,175 @@
+"""`vllm serve` with the shim active through its entry point only, driven by the openai client.
+
+The server is a real process on 127.0.0.1; the prompts are chat messages, which the
+checkpoint's chat template turns into exactly the golden prompts, so served ids and greedy
+tokens must equal the original's.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import golden
+
+pytestmark = pytest.mark.engine
+
+FIXTURES = golden.FIXTURES
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def png_data_uri(image) -> str:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    port = _free_port()
+    media = tmp_path_factory.mktemp("media")
+    env = {k: v for k, v in os.environ.items() if k not in ("VLLM_PLUGINS", "MOLMO2_SHIM_DISABLE")}
+    cmd = [
+        str(Path(sys.executable).with_name("vllm")), "serve", str(golden.CHECKPOINT),
+        "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32", "--enforce-eager",
+        "--max-model-len", "4096", "--max-num-batched-tokens", "4096", "--seed", "0",
+        "--limit-mm-per-prompt", json.dumps({"image": 2, "video": 1}),
+        "--allowed-local-media-path", str(media), "--served-model-name", "molmo2-tiny",
+    ]
+    log = open(media / "server.log", "w")
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    import urllib.request
+
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError("vllm serve exited:\n" + (media / "server.log").read_text()[-4000:])
+        try:
+            with urllib.request.urlopen(base + "/health", timeout=2) as r:
+                if r.status == 200:
+                    break
+        except OSError:
+            time.sleep(1)
+    else:
+        proc.terminate()
+        raise RuntimeError("vllm serve did not become healthy:\n" + (media / "server.log").read_text()[-4000:])
+    yield {"base": base, "media": media, "proc": proc, "log": media / "server.log"}
+    proc.terminate()
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    from openai import OpenAI
+
+    return OpenAI(base_url=server["base"] + "/v1", api_key="unused", max_retries=0, timeout=300)
+
+
+def golden_messages(name: str, image_urls: list[str]) -> list[dict]:
+    text = golden.manifest()["model_cases"][name]["prompt"].split("user\n", 1)[1].split("<|im_end|>")[0]
+    content = [{"type": "image_url", "image_url": {"url": u}} for u in image_urls]
+    return [{"role": "user", "content": [*content, {"type": "text", "text": text}]}]
+
+
+def chat(client, messages, **kw):
+    extra = {"return_token_ids": True, "ignore_eos": True, **kw.pop("extra_body", {})}
+    kw.setdefault("temperature", 0)
+    return client.chat.completions.create(model="molmo2-tiny", messages=messages,
+                                          max_tokens=kw.pop("max_tokens", 16), extra_body=extra, **kw)
+
+
+@pytest.mark.parametrize("name", ["one_image_640x480", "two_images_300x200_500x800"])
+def test_served_ids_and_greedy_tokens_equal_the_original(client, name):
+    urls = [png_data_uri(im) for im in golden.model_case_images(name)]
+    resp = chat(client, golden_messages(name, urls))
+    z = golden.model_case(name)
+    assert resp.prompt_token_ids == z["input_ids"].tolist()
+    assert resp.choices[0].token_ids == z["generate_bidir"].tolist()
+    assert resp.usage.prompt_tokens == len(z["input_ids"])
+
+
+def test_local_file_image(client, server):
+    name = "one_image_640x480"
+    path = server["media"] / "cat.png"
+    golden.model_case_images(name)[0].save(path)
+    resp = chat(client, golden_messages(name, [f"file://{path}"]))
+    assert resp.choices[0].token_ids == golden.model_case(name)["generate_bidir"].tolist()
+
+
+def test_streaming_matches_non_streaming(client):
+    name = "one_image_640x480"
+    messages = golden_messages(name, [png_data_uri(golden.model_case_images(name)[0])])
+    full = chat(client, messages)
+    stream = chat(client, messages, stream=True)
+    text = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
+    assert text == full.choices[0].message.content
+
+
+def test_n_greater_than_one_and_stop_strings(client):
+    name = "one_image_640x480"
+    messages = golden_messages(name, [png_data_uri(golden.model_case_images(name)[0])])
+    resp = chat(client, messages, n=3, max_tokens=8, temperature=1.0, seed=7)
+    assert len(resp.choices) == 3 and all(len(c.token_ids) == 8 for c in resp.choices)
+    assert len({tuple(c.token_ids) for c in resp.choices}) > 1, "sampled choices should differ"
+    full_text = chat(client, messages, max_tokens=16).choices[0].message.content
+    stop = full_text[3:6]
+    stopped = chat(client, messages, max_tokens=16, stop=[stop]).choices[0]
+    assert stopped.finish_reason == "stop" and stop not in stopped.message.content
+
+
+def test_text_before_and_after_the_image_still_puts_images_first(client):
+    """The chat template places every image first; text parts are joined with a space."""
+    image = golden.model_case_images("one_image_640x480")[0]
+    messages = [{"role": "user", "content": [
+        {"type": "text", "text": "Look:"}, {"type": "image_url", "image_url": {"url": png_data_uri(image)}},
+        {"type": "text", "text": "what is it?"}]}]
+    resp = chat(client, messages, max_tokens=2)
+    ids = resp.prompt_token_ids
+    assert ids[0] == 2 and ids[1] == 516  # BOS, then the image block (<low_res_im_start>)
+
+
+def test_too_many_images_get_vllms_400(client):
+    import openai
+
+    image = png_data_uri(golden.model_case_images("one_image_640x480")[0])
+    with pytest.raises(openai.BadRequestError) as exc:
+        chat(client, golden_messages("one_image_640x480", [image] * 3))
+    assert "image" in str(exc.value).lower()
+
+
+@pytest.mark.parametrize("payload", [b"not an image at all", b"\x89PNG\r\n\x1a\n" + b"\x00" * 20],
+                         ids=["garbage", "truncated_png"])
+def test_bad_image_gets_4xx_and_the_server_keeps_serving(client, payload):
+    import openai
+
+    uri = "data:image/png;base64," + base64.b64encode(payload).decode()
+    with pytest.raises(openai.APIStatusError) as exc:
+        chat(client, golden_messages("one_image_640x480", [uri]))
+    assert 400 <= exc.value.status_code < 500
+    name = "one_image_640x480"
+    ok = chat(client, golden_messages(name, [png_data_uri(golden.model_case_images(name)[0])]))
+    assert ok.choices[0].token_ids == golden.model_case(name)["generate_bidir"].tolist()
+
+
+def test_server_runs_the_shim_through_the_entry_point(server):
+    text = server["log"].read_text()
+    assert "molmo2-shim" in text or "molmo2_shim" in text
