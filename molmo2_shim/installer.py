@@ -34,8 +34,9 @@ class InstallStatus:
             what = ", ".join(f"{a} -> {r}" for a, r in self.registered.items())
             return f"molmo2-shim: vLLM {self.vllm_version} (row {self.row}), patch set {self.patch_set}, registered {what}"
         if self.action == "stood-down":
-            return (f"molmo2-shim: vLLM {self.vllm_version} has native Molmo2 (row {self.row}); standing down, "
-                    f"nothing registered (set {ENV_OVERRIDE_NATIVE}=1 or install(override_native=True) to use the shim's)")
+            return (f"molmo2-shim: vLLM {self.vllm_version} has native Molmo2 (row {self.row}); standing down, no model "
+                    "registered (the built-in config/processor only spare trust_remote_code); set "
+                    f"{ENV_OVERRIDE_NATIVE}=1 or install(override_native=True) to use the shim's")
         return f"molmo2-shim: disabled by {ENV_DISABLE}; nothing registered"
 
 
@@ -100,7 +101,12 @@ def _activate(match: VersionMatch, override_native: bool) -> InstallStatus:
             supported=supported_ranges(),
         )
     if row.status == NATIVE and not override_native:
-        return InstallStatus(match.raw, row.name, row.status, "stood-down")
+        # No model is registered. The built-in config and processor still let vLLM's own
+        # Molmo2 load a checkpoint without trust_remote_code on transformers < 5.
+        from .registration import native_helper_changes
+
+        names = _apply(native_helper_changes(), match.raw)
+        return InstallStatus(match.raw, row.name, row.status, "stood-down", changes=tuple(names))
     if row.patch_set is None:
         raise UnsupportedVLLMVersionError(
             f"vLLM {match.raw} has native Molmo2 and molmo2-shim has no exact implementation for it yet; "
@@ -110,24 +116,29 @@ def _activate(match: VersionMatch, override_native: bool) -> InstallStatus:
         )
     if match.is_prerelease:
         logger.warning("molmo2-shim: vLLM %s is a pre-release; using the %s patch set of %s", match.raw, row.patch_set, row.name)
-    module = patch_set_module(row.patch_set)
-    applied: list[Undo] = []
-    names: list[str] = []
-    for change in module.changes():
-        try:
-            applied.append(change.apply())
-        except Exception as exc:
-            for undo in reversed(applied):
-                undo()
-            raise PatchError(f"molmo2-shim could not apply {change.name!r} on vLLM {match.raw}: {exc}") from exc
-        names.append(change.name)
-    _undo.extend(applied)
+    names = _apply(patch_set_module(row.patch_set).changes(), match.raw)
     from .registration import ARCHITECTURE, MODEL_REFERENCE
 
     return InstallStatus(
         match.raw, row.name, row.status, "installed", row.patch_set,
         registered={ARCHITECTURE: MODEL_REFERENCE}, changes=tuple(names),
     )
+
+
+def _apply(changes: list[Any], version: str) -> list[str]:
+    """Apply all changes or none: a failure undoes the ones already applied."""
+    applied: list[Undo] = []
+    names: list[str] = []
+    for change in changes:
+        try:
+            applied.append(change.apply())
+        except Exception as exc:
+            for undo in reversed(applied):
+                undo()
+            raise PatchError(f"molmo2-shim could not apply {change.name!r} on vLLM {version}: {exc}") from exc
+        names.append(change.name)
+    _undo.extend(applied)
+    return names
 
 
 def uninstall() -> bool:

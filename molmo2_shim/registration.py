@@ -84,10 +84,17 @@ def _register_auto_classes() -> Undo:
     return undo
 
 
-def common_changes() -> list[Any]:
+def native_helper_changes() -> list[Any]:
+    """What the shim still provides where vLLM has its own Molmo2: config and processor."""
     return [
         Action("vLLM config registry: molmo2 -> built-in Molmo2Config", _register_vllm_config),
         Action("transformers AutoConfig/AutoProcessor for molmo2", _register_auto_classes),
+    ]
+
+
+def common_changes() -> list[Any]:
+    return [
+        *native_helper_changes(),
         Action(f"vLLM ModelRegistry: {ARCHITECTURE} -> {MODEL_REFERENCE}", _register_model),
     ]
 

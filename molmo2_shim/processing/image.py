@@ -64,6 +64,11 @@ class ImageProcessingConfig:
         )
 
     @property
+    def size(self) -> dict[str, int]:
+        """The hub image processor's attribute (vLLM's native Molmo2 reads it)."""
+        return {"height": self.crop_size, "width": self.crop_size}
+
+    @property
     def crop_patches(self) -> int:
         return self.crop_size // self.patch_size
 

@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from transformers import AutoTokenizer, BatchFeature
+from transformers import AutoTokenizer, BatchFeature, ProcessorMixin
 
 from .image import ImageProcessingConfig, ProcessedImage, preprocess_image
 from .layout import (
@@ -42,8 +42,16 @@ class ImageBatch:
         }
 
 
-class Molmo2Processor:
-    """Tokenizer + image/video preprocessing + token layout, configured from a checkpoint."""
+class Molmo2Processor(ProcessorMixin):
+    """Tokenizer + image/video preprocessing + token layout, configured from a checkpoint.
+
+    A ProcessorMixin by type (vLLM and transformers check for it) with the hub processor's
+    attributes (`image_processor`, `video_processor`, the layout flags), so code written for
+    the hub processor, vLLM's native Molmo2 included, can use it; nothing of ProcessorMixin's
+    own machinery is used.
+    """
+
+    attributes: list[str] = []
 
     def __init__(
         self,
@@ -59,6 +67,24 @@ class Molmo2Processor:
         self.flags = flags or LayoutFlags()
         self.chat_template = chat_template or getattr(tokenizer, "chat_template", None)
         self.special = SpecialTokenIds.from_tokenizer(tokenizer)
+
+    # The hub processor's attribute names.
+    @property
+    def image_processor(self) -> ImageProcessingConfig:
+        return self.image_config
+
+    @property
+    def video_processor(self) -> VideoProcessingConfig:
+        return self.video_config
+
+    def __getattr__(self, name: str) -> Any:
+        flags = self.__dict__.get("flags")
+        if flags is not None and name in LayoutFlags.__dataclass_fields__:
+            return getattr(flags, name)
+        raise AttributeError(name)
+
+    def __repr__(self) -> str:
+        return f"Molmo2Processor(flags={self.flags}, image={self.image_config}, video={self.video_config})"
 
     @classmethod
     def from_pretrained(cls, model_dir: str | Path, tokenizer: Any = None, config: Any = None, **_: Any) -> "Molmo2Processor":
@@ -113,6 +139,8 @@ class Molmo2Processor:
     ) -> BatchFeature:
         if images is not None and not isinstance(images, (list, tuple)):
             images = [images]
+        if images and all(isinstance(i, (list, tuple)) for i in images):
+            images = [im for group in images for im in group]  # batched as [[img, ...]]
         if videos is not None and not isinstance(videos, (list, tuple)):
             videos = [videos]
         data: dict[str, Any] = {}
@@ -122,10 +150,11 @@ class Molmo2Processor:
             data.update(batch.as_dict())
             blocks = [self.image_tokens(im.grid) for im in batch.images]
             ids = self.expand_placeholders(ids, self.special.image_placeholder, blocks)
+        videos = [v for v in videos or [] if v is not None]
         if videos:
             if len(videos) > 1:
                 raise ValueError("Molmo2 takes at most one video per prompt")
-            video = preprocess_video(videos[0], self.video_config, **kwargs)
+            video = preprocess_video(videos[0], self.video_config, kwargs.get("video_metadata"))
             data.update(video.as_dict())
             ids = self.expand_placeholders(
                 ids, self.special.video_placeholder, [video_token_ids(video, self.tokenizer, self.special, self.flags)]

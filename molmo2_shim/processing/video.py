@@ -35,6 +35,10 @@ class VideoProcessingConfig:
         )
 
     @property
+    def pooling_size(self) -> tuple[int, int]:
+        return self.frame.pooling_size
+
+    @property
     def frame_grid(self) -> tuple[int, int]:
         n = self.frame.crop_patches
         ph, pw = self.frame.pooling_size
@@ -65,6 +69,8 @@ def frames_and_timestamps(video: Any, metadata: Any = None) -> tuple[list[Any], 
     """Frames of a video input and the time of each, from vLLM's or transformers' metadata."""
     if isinstance(video, tuple) and len(video) == 2 and isinstance(video[1], dict):
         video, metadata = video
+    while isinstance(video, list) and len(video) == 1 and getattr(video[0], "ndim", 0) == 4:
+        video = video[0]  # [[frames]] as vLLM's native Molmo2 passes it
     if isinstance(video, np.ndarray):
         if video.ndim != 4:
             raise Molmo2InputError(f"a video array must be [frames, H, W, 3], got shape {video.shape}")
@@ -95,7 +101,7 @@ def _meta(metadata: Any, key: str) -> Any:
 
 
 def preprocess_video(video: Any, cfg: VideoProcessingConfig, video_metadata: Any = None, **_: Any) -> ProcessedVideo:
-    if isinstance(video_metadata, (list, tuple)):
+    while isinstance(video_metadata, (list, tuple)):
         video_metadata = video_metadata[0] if video_metadata else None
     frames, timestamps = frames_and_timestamps(video, video_metadata)
     fcfg = cfg.frame
