@@ -24,6 +24,13 @@
    Also refuses image special tokens in text-only prompts (they would attend like image
    tokens). Versions: all 0.11.x. Remove when: vLLM routes text prompts of multimodal
    models through the model's processor.
+
+4. Image decode failures are client errors: `ImageMediaIO.load_bytes/load_file`.
+   Why: a truncated file or a decompression bomb sent to `vllm serve` raises OSError /
+   DecompressionBombError in vLLM's media loader, which the OpenAI server answers with 500
+   although the request is at fault; re-raised as ValueError they become a 400 with the
+   message. The engine is unaffected either way. Versions: 0.11.0 - 0.14.x.
+   Remove when: vLLM maps media decoding errors to 4xx itself.
 """
 
 from __future__ import annotations
@@ -84,6 +91,19 @@ def _text_only_bos(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> An
     return inputs
 
 
+def _decode_errors_are_client_errors(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
+    from PIL import Image
+
+    try:
+        result = wrapped(*args, **kwargs)
+        image = getattr(result, "media", result)  # 0.14 wraps the image with its bytes
+        if isinstance(image, Image.Image):
+            image.load()  # decode now (0.14 opens lazily), so a broken file fails here
+        return result
+    except (OSError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise ValueError(f"the image cannot be decoded: {exc}") from exc
+
+
 def changes() -> list[Patch]:
     return [
         Patch("prefix-cache hits keep Molmo2 image regions whole", "vllm.v1.core.kv_cache_manager",
@@ -96,4 +116,8 @@ def changes() -> list[Patch]:
               "InputPreprocessor._process_tokens", _text_only_bos),
         Patch("BOS for Molmo2 text-only text prompts", "vllm.inputs.preprocess",
               "InputPreprocessor._process_text", _text_only_bos),
+        Patch("undecodable images are 4xx, not 500", "vllm.multimodal.image",
+              "ImageMediaIO.load_bytes", _decode_errors_are_client_errors),
+        Patch("undecodable image files are 4xx, not 500", "vllm.multimodal.image",
+              "ImageMediaIO.load_file", _decode_errors_are_client_errors),
     ]

@@ -9,27 +9,13 @@ from __future__ import annotations
 
 import base64
 import io
-import json
-import os
-import socket
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pytest
 
 import golden
+from serve_helpers import vllm_server
 
 pytestmark = pytest.mark.engine
-
-FIXTURES = golden.FIXTURES
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def png_data_uri(image) -> str:
@@ -40,41 +26,8 @@ def png_data_uri(image) -> str:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    port = _free_port()
-    media = tmp_path_factory.mktemp("media")
-    env = {k: v for k, v in os.environ.items() if k not in ("VLLM_PLUGINS", "MOLMO2_SHIM_DISABLE")}
-    cmd = [
-        str(Path(sys.executable).with_name("vllm")), "serve", str(golden.CHECKPOINT),
-        "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32", "--enforce-eager",
-        "--max-model-len", "4096", "--max-num-batched-tokens", "4096", "--seed", "0",
-        "--limit-mm-per-prompt", json.dumps({"image": 2, "video": 1}),
-        "--allowed-local-media-path", str(media), "--served-model-name", "molmo2-tiny",
-    ]
-    log = open(media / "server.log", "w")
-    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    import urllib.request
-
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError("vllm serve exited:\n" + (media / "server.log").read_text()[-4000:])
-        try:
-            with urllib.request.urlopen(base + "/health", timeout=2) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            time.sleep(1)
-    else:
-        proc.terminate()
-        raise RuntimeError("vllm serve did not become healthy:\n" + (media / "server.log").read_text()[-4000:])
-    yield {"base": base, "media": media, "proc": proc, "log": media / "server.log"}
-    proc.terminate()
-    try:
-        proc.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+    with vllm_server(tmp_path_factory.mktemp("serve")) as srv:
+        yield srv
 
 
 @pytest.fixture(scope="module")

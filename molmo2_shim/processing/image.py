@@ -158,9 +158,13 @@ def to_uint8_hwc(image: Any, do_convert_rgb: bool = True) -> torch.Tensor:
             raise Molmo2InputError(
                 f"image of {w}x{h} pixels exceeds the decompression-bomb limit of {_MAX_PIXELS} pixels"
             )
-        if do_convert_rgb and image.mode != "RGB":
-            image = image.convert("RGB")
-        array = np.asarray(image)
+        try:
+            # No EXIF transpose: the original does not apply one (nor does vLLM's loader).
+            if do_convert_rgb and image.mode != "RGB":
+                image = image.convert("RGB")
+            array = np.asarray(image)
+        except (OSError, SyntaxError, ValueError) as exc:  # what PIL raises for undecodable data
+            raise Molmo2InputError(f"the image cannot be decoded: {exc}") from exc
     elif isinstance(image, torch.Tensor):
         array = image.detach().cpu().numpy()
         if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[-1] not in (1, 3, 4):

@@ -1,0 +1,74 @@
+"""Start and stop a real `vllm serve` process for tests and benchmarks."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Iterator
+
+import golden
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def vllm_server(workdir: Path, *extra: str, limit: dict | None = None, max_model_len: int = 4096,
+                python: str | None = None) -> Iterator[dict]:
+    """A `vllm serve` of the tiny checkpoint on 127.0.0.1; the shim comes in through its entry point."""
+    port = free_port()
+    media = workdir / "media"
+    media.mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if k not in ("VLLM_PLUGINS", "MOLMO2_SHIM_DISABLE")}
+    cmd = [
+        str(Path(python or sys.executable).with_name("vllm")), "serve", str(golden.CHECKPOINT),
+        "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32", "--enforce-eager",
+        "--max-model-len", str(max_model_len), "--max-num-batched-tokens", "4096", "--seed", "0",
+        "--limit-mm-per-prompt", json.dumps(limit or {"image": 2, "video": 1}),
+        "--allowed-local-media-path", str(media), "--served-model-name", "molmo2-tiny", *extra,
+    ]
+    log_path = workdir / "server.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            _wait_healthy(proc, base, log_path)
+            yield {"base": base, "media": media, "proc": proc, "log": log_path}
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def _wait_healthy(proc: subprocess.Popen, base: str, log_path: Path, timeout: float = 300) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError("vllm serve exited:\n" + log_path.read_text()[-4000:])
+        try:
+            with urllib.request.urlopen(base + "/health", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(1)
+    raise RuntimeError("vllm serve did not become healthy:\n" + log_path.read_text()[-4000:])
+
+
+def is_healthy(base: str) -> bool:
+    try:
+        with urllib.request.urlopen(base + "/health", timeout=5) as r:
+            return r.status == 200
+    except OSError:
+        return False
