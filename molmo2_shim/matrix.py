@@ -98,7 +98,8 @@ def _row(raw: dict[str, Any]) -> MatrixRow:
 
 @functools.lru_cache(maxsize=4)
 def load_matrix(path: Path | None = None) -> tuple[MatrixRow, ...]:
-    rows = tuple(_row(r) for r in yaml.safe_load(_matrix_text(path))["rows"])
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the C parser when PyYAML has it
+    rows = tuple(_row(r) for r in yaml.load(_matrix_text(path), Loader=loader)["rows"])
     probes = [Version(t) for r in rows for t in r.tested]
     for probe in probes:
         owners = [r.name for r in rows if r.covers(probe)]

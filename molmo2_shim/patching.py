@@ -6,7 +6,6 @@ back what was applied, and uninstall() undoes everything in reverse order.
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
@@ -25,8 +24,11 @@ class Change(Protocol):
 class Patch:
     """Wrap `module.attribute` (dotted inside the module, e.g. "Class.method") with wrapt.
 
-    `wrapper(wrapped, instance, args, kwargs)` is a wrapt wrapper. The docstrings of the
-    per-version patch modules say why each exists and when it can be removed.
+    `wrapper(wrapped, instance, args, kwargs)` is a wrapt wrapper. The patch is applied when
+    vLLM imports `module` (at once if it already has): install() itself imports nothing,
+    and processes that never load the module (the API server never loads the scheduler)
+    never pay for it. The docstrings of the per-version patch modules say why each exists
+    and when it can be removed.
     """
 
     name: str
@@ -35,13 +37,67 @@ class Patch:
     wrapper: Callable[..., Any]
 
     def apply(self) -> Undo:
-        parent, attr, original = wrapt.resolve_path(importlib.import_module(self.module), self.attribute)
+        return when_imported(self.module, self._wrap)
+
+    def _wrap(self, module: Any) -> Undo:
+        parent, attr, original = wrapt.resolve_path(module, self.attribute)
         wrapt.apply_patch(parent, attr, wrapt.FunctionWrapper(original, self.wrapper))
 
         def undo() -> None:
             wrapt.apply_patch(parent, attr, original)
 
         return undo
+
+
+class DeferredFailure(RuntimeError):
+    """A change applied at a module's import time failed; the shim then removed itself."""
+
+
+def when_imported(module_name: str, change: Callable[[Any], Undo]) -> Undo:
+    """Run `change(module)` when `module_name` is imported (now, if it is); return an undo
+    that reverts it, or cancels it if the module was never imported."""
+    import sys
+
+    import wrapt.importer as importer
+
+    state: dict[str, Any] = {"undo": None, "cancelled": False}
+
+    def hook(module: Any) -> None:
+        if state["cancelled"]:
+            return
+        try:
+            state["undo"] = change(module)
+        except Exception as exc:
+            _deferred_failed(module_name, exc)
+
+    if module_name in sys.modules:
+        state["undo"] = change(sys.modules[module_name])  # fail loudly inside install()
+    else:
+        wrapt.register_post_import_hook(hook, module_name)
+
+    def undo() -> None:
+        state["cancelled"] = True
+        with importer._post_import_hooks_lock:
+            hooks = importer._post_import_hooks.get(module_name)
+            if hooks and hook in hooks:
+                hooks.remove(hook)
+        if state["undo"] is not None:
+            state["undo"]()
+            state["undo"] = None
+
+    return undo
+
+
+def _deferred_failed(module_name: str, exc: Exception) -> None:
+    import logging
+
+    from .installer import uninstall
+
+    logging.getLogger("molmo2_shim").error(
+        "molmo2-shim could not patch %s when it was imported (%s: %s); removing the shim so vLLM runs unpatched. "
+        "Run `molmo2-shim doctor` and report this with your vLLM version.", module_name, type(exc).__name__, exc,
+    )
+    uninstall()
 
 
 _MISSING = object()

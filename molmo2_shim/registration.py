@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .patching import Action, Undo
+from .patching import Action, Undo, when_imported
 
 ARCHITECTURE = "Molmo2ForConditionalGeneration"
 # Lazy reference: vLLM imports it in a fresh child process to inspect the class. The module's
@@ -14,8 +14,11 @@ MODEL_REFERENCE = "molmo2_shim.registered_model:Molmo2ForConditionalGeneration"
 
 
 def _register_model() -> Undo:
-    from vllm.model_executor.models import ModelRegistry
+    return when_imported("vllm.model_executor.models.registry", _register_model_in)
 
+
+def _register_model_in(registry_module: Any) -> Undo:
+    ModelRegistry = registry_module.ModelRegistry
     models = ModelRegistry.models
     previous = models.get(ARCHITECTURE)
     ModelRegistry.register_model(ARCHITECTURE, MODEL_REFERENCE)
@@ -38,7 +41,10 @@ def _register_vllm_config() -> Undo:
     Its entries name attributes of vllm.transformers_utils.configs (0.11.0 accepts nothing
     else), so the class is published there under a shim-specific name.
     """
-    from vllm.transformers_utils import config as vllm_config
+    return when_imported("vllm.transformers_utils.config", _register_vllm_config_in)
+
+
+def _register_vllm_config_in(vllm_config: Any) -> Undo:
     from vllm.transformers_utils import configs
 
     from .config import Molmo2Config
@@ -61,6 +67,10 @@ def _register_vllm_config() -> Undo:
 
 def _register_auto_classes() -> Undo:
     """transformers' AutoConfig/AutoProcessor, so verl and users load Molmo2 without remote code."""
+    return when_imported("transformers.models.auto.processing_auto", _register_auto_classes_in)
+
+
+def _register_auto_classes_in(_: Any) -> Undo:
     from transformers import AutoConfig, AutoProcessor
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING
     from transformers.models.auto.processing_auto import PROCESSOR_MAPPING

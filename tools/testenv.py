@@ -189,6 +189,28 @@ def build(version: str) -> Path:
     return py
 
 
+# HF transformers' native Molmo2 (>= 5.20): the installable stand-in for the original processor
+# and model in benchmarks and cross-checks. It needs transformers 5, which vLLM 0.11 forbids,
+# so it lives in its own environment.
+REFERENCE = {"env": "hf-reference", "packages": ["torch==2.9.1", "torchvision==0.24.1", "transformers==5.24.0", "pillow", "numpy"]}
+
+
+def build_reference() -> Path:
+    env = env_root() / REFERENCE["env"]
+    py = env / "bin" / "python"
+    key = "|".join(REFERENCE["packages"])
+    if read_stamp(env).get("base") != key:
+        if env.exists():
+            shutil.rmtree(env)
+        run([sys.executable, "-m", "venv", str(env)])
+        pip(py, "--upgrade", "pip")
+        pip(py, *REFERENCE["packages"])
+        write_stamp(env, {"base": key})
+    pip(py, "setuptools>=70.1")
+    pip(py, "--no-build-isolation", "-e", str(REPO))
+    return py
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -196,7 +218,11 @@ def main(argv: list[str] | None = None) -> int:
         p = sub.add_parser(name)
         p.add_argument("version")
     sub.add_parser("rows")
+    sub.add_parser("reference", help="build the HF transformers 5 reference environment, print its python")
     args = ap.parse_args(argv)
+    if args.cmd == "reference":
+        print(build_reference())
+        return 0
     if args.cmd == "rows":
         for row in ci_rows():
             print(row["tested"][0])

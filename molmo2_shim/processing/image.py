@@ -7,8 +7,8 @@ integer indices) with whole-tensor operations instead of per-crop numpy copies:
   canvas of th x tw overlapping 378x378 windows), with torchvision's bilinear kernel without
   antialiasing, exactly as the original;
 * all crops are cut and patchified in one strided view of the canvas;
-* uint8 -> float goes through a 256-entry table computed with the original's arithmetic, so
-  the float pixels are bit-identical to it and no float canvas is ever materialised.
+* uint8 -> float happens once, on the final patches, with the original's float32 operations
+  in the original's order (so bits are identical), in place.
 """
 
 from __future__ import annotations
@@ -128,20 +128,6 @@ def _tilings(max_crops: int) -> tuple[tuple[int, int], ...]:
     return tuple(sorted(out, key=lambda t: (t[0] * t[1], t[0])))
 
 
-@functools.lru_cache(maxsize=16)
-def _float_table(mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
-    """uint8 value -> normalised float32, per channel, with the original's operation order.
-
-    The original scales a float32 tensor by 1/255 with torch, then subtracts the mean and
-    divides by the std in float32 numpy. The same ops on the 256 possible values give the
-    same bits, so a gather through this table replaces the whole-canvas float pipeline.
-    """
-    values = torch.arange(256, dtype=torch.uint8).to(torch.float32)
-    scaled = ((values - 0.0) / (255.0 - 0.0)).numpy()
-    cols = [(scaled - np.float32(m)) / np.float32(s) for m, s in zip(mean, std)]
-    return torch.from_numpy(np.stack(cols, axis=-1).astype(np.float32))  # [256, 3]
-
-
 def to_uint8_hwc(image: Any, do_convert_rgb: bool = True) -> torch.Tensor:
     """Accept what the original accepts (PIL, HxWxC / HxW arrays, uint8 or float in [0, 1]).
 
@@ -201,15 +187,15 @@ def _resize(hwc: torch.Tensor, height: int, width: int, mode: InterpolationMode)
     chw = hwc.permute(2, 0, 1)
     out = TF.resize(chw, [height, width], interpolation=mode, antialias=False)
     if hwc.dtype == torch.uint8:
-        return out.clamp(0, 255).to(torch.uint8).permute(1, 2, 0)
+        return out.permute(1, 2, 0)  # torchvision rounds uint8 results back into range itself
     return out.clamp(0.0, 1.0).permute(1, 2, 0)
 
 
-def _patchify(canvas: torch.Tensor, rows: int, cols: int, cfg: ImageProcessingConfig) -> torch.Tensor:
-    """Cut rows x cols crops at stride `window_size` and flatten each into patches.
+def _patch_view(canvas: torch.Tensor, rows: int, cols: int, cfg: ImageProcessingConfig) -> torch.Tensor:
+    """rows x cols crops at stride `window_size`, as patches, without copying.
 
-    Returns [rows*cols, patches_per_crop, patch*patch*3] in the original's element order:
-    crops row-major, patches row-major, inside a patch (py, px, channel).
+    Shape [rows*cols, patches_per_crop, patch, patch, 3] viewed in the original's element
+    order: crops row-major, patches row-major, inside a patch (py, px, channel).
     """
     canvas = canvas.contiguous()
     sh, sw, sc = canvas.stride()
@@ -218,19 +204,36 @@ def _patchify(canvas: torch.Tensor, rows: int, cols: int, cfg: ImageProcessingCo
         size=(rows, cols, n, n, p, p, 3),
         stride=(step * sh, step * sw, p * sh, p * sw, sh, sw, sc),
     )
-    return view.reshape(rows * cols, n * n, p * p * 3)
+    return view.flatten(0, 1).flatten(1, 2)
+
+
+def _patchify(canvases: list[tuple[torch.Tensor, int, int]], cfg: ImageProcessingConfig) -> torch.Tensor:
+    """All crops of several canvases in one [crops, patches_per_crop, patch*patch*3] tensor,
+    written once (no intermediate per-canvas copies)."""
+    total = sum(r * c for _, r, c in canvases)
+    p = cfg.patch_size
+    out = torch.empty((total, cfg.patches_per_crop, p, p, 3), dtype=canvases[0][0].dtype)
+    at = 0
+    for canvas, rows, cols in canvases:
+        out[at:at + rows * cols].copy_(_patch_view(canvas, rows, cols, cfg))
+        at += rows * cols
+    return out.view(total, cfg.patches_per_crop, p * p * 3)
 
 
 def _to_float(pixels: torch.Tensor, cfg: ImageProcessingConfig) -> torch.Tensor:
+    """Normalise with the original's float32 operations, in their order, in place.
+
+    The original scales uint8 values by 1/255 with a torch division, then subtracts the mean
+    and divides by the std in float32; the same IEEE operations give the same bits. In place,
+    because allocating fresh multi-megabyte tensors (page faults) costs more than the math.
+    """
+    x = pixels.to(torch.float32)
     if pixels.dtype == torch.uint8:
-        table = _float_table(cfg.image_mean, cfg.image_std)
-        shape = pixels.shape
-        flat = pixels.reshape(-1, 3).to(torch.int64)
-        return table[flat, torch.arange(3)].reshape(shape)
-    mean = torch.tensor(cfg.image_mean, dtype=torch.float32)
-    std = torch.tensor(cfg.image_std, dtype=torch.float32)
-    shape = pixels.shape
-    return ((pixels.reshape(-1, 3) - mean) / std).reshape(shape)
+        x.div_(255.0)
+    channels = x.view(-1, 3)
+    channels.sub_(torch.tensor(cfg.image_mean, dtype=torch.float32))
+    channels.div_(torch.tensor(cfg.image_std, dtype=torch.float32))
+    return x
 
 
 def pool_windows(index_grid: torch.Tensor, pool_h: int, pool_w: int) -> torch.Tensor:
@@ -301,7 +304,7 @@ def preprocess_image(image: Any, cfg: ImageProcessingConfig) -> ProcessedImage:
     rows, cols = image_tiling(height, width, cfg)
     canvas = _resize(hwc, rows * cfg.window_size + cfg.margin_pixels, cols * cfg.window_size + cfg.margin_pixels, mode)
     low_res = _resize(hwc, cfg.crop_size, cfg.crop_size, mode)
-    pixels = torch.cat([_patchify(low_res, 1, 1, cfg), _patchify(canvas, rows, cols, cfg)])
+    pixels = _patchify([(low_res, 1, 1), (canvas, rows, cols)], cfg)
     pooling, grid = pooling_layout(rows, cols, cfg)
     return ProcessedImage(pixel_values=_to_float(pixels, cfg), token_pooling=pooling.clone(), grid=grid)
 

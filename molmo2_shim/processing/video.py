@@ -106,9 +106,8 @@ def preprocess_video(video: Any, cfg: VideoProcessingConfig, video_metadata: Any
     frames, timestamps = frames_and_timestamps(video, video_metadata)
     fcfg = cfg.frame
     mode = _RESAMPLE[fcfg.resample]
-    crops = [_patchify(_resize(to_uint8_hwc(f, fcfg.do_convert_rgb), fcfg.crop_size, fcfg.crop_size, mode), 1, 1, fcfg)
-             for f in frames]
-    pixels = _to_float(torch.cat(crops), fcfg)
+    resized = [_resize(to_uint8_hwc(f, fcfg.do_convert_rgb), fcfg.crop_size, fcfg.crop_size, mode) for f in frames]
+    pixels = _to_float(_patchify([(r, 1, 1) for r in resized], fcfg), fcfg)
     n = fcfg.crop_patches
     per_frame = pool_windows(torch.arange(n * n).reshape(n, n), *fcfg.pooling_size)
     offsets = torch.arange(len(frames)).repeat_interleave(per_frame.shape[0])[:, None] * fcfg.patches_per_crop
