@@ -8,6 +8,7 @@ recognise the input.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from typing import Any, Sequence
@@ -15,8 +16,11 @@ from typing import Any, Sequence
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, EXIT_UNKNOWN = 0, 1, 2, 3
 
 
+_OUT = sys.stdout
+
+
 def _emit(args: argparse.Namespace, data: Any, text: str) -> None:
-    print(json.dumps(data, indent=1) if args.json else text)
+    print(json.dumps(data, indent=1) if args.json else text, file=_OUT, flush=True)
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
@@ -84,7 +88,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = ap.parse_args(argv)
     except SystemExit as exc:
         return EXIT_USAGE if exc.code not in (0, None) else EXIT_OK
-    return int(args.func(args))
+    # vLLM logs to stdout; only the report goes there, everything else to stderr.
+    global _OUT
+    _OUT = sys.stdout
+    with contextlib.redirect_stdout(sys.stderr):
+        return int(args.func(args))
 
 
 if __name__ == "__main__":

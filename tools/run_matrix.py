@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         py = str(testenv.interpreter(testenv.row_for(version)))
         suite = SUITES[ci.get("suite", "subset")]
         env = dict(os.environ, MOLMO2_SHIM_EXPECT_VLLM=version)
-        step(f"{label}: tests", [py, "-m", "pytest", "-q", "-rs", *suite, "tests"], results, env=env)
+        step(f"{label}: tests", [py, "-m", "pytest", "-q", "-rfEs", *suite, "tests"], results, env=env)
     print("\n=== summary ===")
     for name, ok, seconds in results:
         print(f"{'ok    ' if ok else 'FAILED'} {name} ({seconds:.0f}s)")

@@ -65,16 +65,13 @@ def check_prompt(model_dir: str, image_paths: Sequence[str], prompt: str | None 
     from ..processing.prompt import first_difference, normalize_prompt
 
     report = PromptReport(ok=False, vllm_version=str(vllm.__version__))
-    try:
+    try:  # every failure, setup included, becomes a report rather than a traceback
         images = _load_images(image_paths)
         config, processor = _vllm_processor(str(Path(model_dir)), len(images), max_model_len)
-    except Exception as exc:  # setup failures are reported, not raised
-        return _failed(report, exc)
-    report.max_model_len = int(config.max_model_len)
-    tokenizer = processor.info.get_tokenizer()
-    original = Molmo2Processor.from_pretrained(model_dir, tokenizer=tokenizer)
-    ids = original.tokenize(prompt) if prompt is not None else list(prompt_ids or [])
-    try:
+        report.max_model_len = int(config.max_model_len)
+        tokenizer = processor.info.get_tokenizer()
+        original = Molmo2Processor.from_pretrained(model_dir, tokenizer=tokenizer)
+        ids = original.tokenize(prompt) if prompt is not None else list(prompt_ids or [])
         report.shape = normalize_prompt(ids, len(images), 0, original.special,
                                         lambda i: original.tokenize(f"Image {i}")).shape
         mm = {"image": images} if images else {}
