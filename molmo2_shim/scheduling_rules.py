@@ -30,11 +30,16 @@ class Region:
 
 def _encoder_cost(position: Any) -> int:
     """What vLLM's encoder budget counts for an item: placeholder tokens up to 0.12, embeddings
-    (a property) from 0.13."""
-    embeds = getattr(type(position), "get_num_embeds", None)
-    if isinstance(embeds, property) or hasattr(embeds, "func"):  # a property or cached_property
-        return int(position.get_num_embeds)
-    return int(position.length)
+    from 0.13 (a cached property in 0.13/0.14, a method again in 0.22)."""
+    import inspect
+
+    from vllm.version import __version__ as version
+    from packaging.version import Version
+
+    if Version(Version(version).base_version) < Version("0.13"):
+        return int(position.length)
+    embeds = position.get_num_embeds
+    return int(embeds() if inspect.ismethod(embeds) else embeds)
 
 
 def region_of(features: Iterable[Any]) -> Region | None:

@@ -28,6 +28,8 @@ def test_wheel_contents(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     assert "molmo2_shim/compat_matrix.yaml" in names
     assert "molmo2_shim/patches/v0_11_1/model.py" in names
+    for module in ("model/base.py", "model/vision.py", "processing/image.py", "diagnostics/doctor.py"):
+        assert f"molmo2_shim/{module}" in names, module
     assert not any(n.startswith("patches/") for n in names), "no global `patches` package"
     matrix = zipfile.ZipFile(wheel).read("molmo2_shim/compat_matrix.yaml").decode()
     assert matrix == (REPO / "compat_matrix.yaml").read_text()
@@ -45,13 +47,15 @@ def test_installed_wheel_works_outside_the_repo(wheel, tmp_path):
         "import molmo2_shim, json; s = molmo2_shim.install(); "
         "from vllm.model_executor.models import ModelRegistry; "
         "info = ModelRegistry._try_inspect_model_cls('Molmo2ForConditionalGeneration'); "
-        "print(json.dumps([molmo2_shim.__file__, s.action, s.patch_set, info is not None]))"
+        "import molmo2_shim.model.base as base; "
+        "print(json.dumps([molmo2_shim.__file__, s.action, s.patch_set, info is not None, base.__file__]))"
     )
     env = dict(os.environ, PYTHONPATH=str(target))
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     import json
 
-    file, action, patch_set, inspected = json.loads(proc.stdout.strip().splitlines()[-1])
+    file, action, patch_set, inspected, model_file = json.loads(proc.stdout.strip().splitlines()[-1])
     assert file.startswith(str(target)), "the installed wheel, not the checkout, must be imported"
+    assert model_file.startswith(str(target)), "the model code must come from the wheel too"
     assert action == "installed" and patch_set and inspected

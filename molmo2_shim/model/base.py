@@ -139,6 +139,7 @@ class Molmo2Base(nn.Module):
             return embeds
         if is_patch is None:
             is_patch = input_ids == self.patch_token_id
+        is_patch = is_patch.to(embeds.device, non_blocking=True)  # vLLM 0.22 passes a CPU mask
         flat = torch.cat(list(features)).to(embeds.dtype)
         delta = torch.zeros_like(embeds).masked_scatter_(is_patch.unsqueeze(-1), flat)
         return embeds + delta

@@ -12,7 +12,6 @@ from typing import Any, Iterable
 
 import torch
 from torch import nn
-from vllm.attention.layer import Attention
 from vllm.distributed import (
     get_pp_group,
     get_tensor_model_parallel_rank,
@@ -28,7 +27,7 @@ from vllm.model_executor.models.utils import make_empty_intermediate_tensors_fac
 from vllm.sequence import IntermediateTensors
 
 from .bidirectional import BidirectionalPrefill
-from .vllm_compat import make_rope
+from .vllm_compat import Attention, make_rope
 
 
 class TextAttention(nn.Module):

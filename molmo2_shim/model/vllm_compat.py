@@ -11,6 +11,11 @@ from typing import Any
 
 from vllm.model_executor.layers.rotary_embedding import get_rope
 
+try:  # 0.16+ moved the decoder attention layer out of vllm.attention
+    from vllm.model_executor.layers.attention import Attention
+except ImportError:
+    from vllm.attention.layer import Attention  # type: ignore[no-redef]
+
 
 def make_rope(head_dim: int, max_position: int, theta: float, scaling: dict[str, Any] | None) -> Any:
     params = inspect.signature(get_rope).parameters

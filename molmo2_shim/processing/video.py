@@ -34,9 +34,18 @@ class VideoProcessingConfig:
             do_sample_frames=bool(d.get("do_sample_frames", cls.do_sample_frames)),
         )
 
+    # The hub video processor's attribute names (vLLM's native Molmo2 reads them).
     @property
     def pooling_size(self) -> tuple[int, int]:
         return self.frame.pooling_size
+
+    @property
+    def size(self) -> dict[str, int]:
+        return self.frame.size
+
+    @property
+    def patch_size(self) -> int:
+        return self.frame.patch_size
 
     @property
     def frame_grid(self) -> tuple[int, int]:
