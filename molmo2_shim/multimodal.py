@@ -34,7 +34,7 @@ from .multimodal_ids import IDENTIFIER_PREFIX
 from .processing.image import image_grid_for_size, size_with_most_tokens
 from .processing.layout import insert_bos, num_image_tokens
 from .processing.processor import Molmo2Processor
-from .processing.prompt import first_difference, normalize_prompt
+from .processing.prompt import NormalizedPrompt, first_difference, normalize_prompt
 from .processing.video import video_tokens_for
 
 _REGION_SALT: contextvars.ContextVar[bytes] = contextvars.ContextVar("molmo2_region_salt", default=b"")
@@ -115,20 +115,20 @@ class Molmo2MultiModalProcessor(BaseMultiModalProcessor[Molmo2ProcessingInfo]):
 
     # -- prompt normalisation -----------------------------------------------------------------
 
-    def apply(self, prompt: Any, mm_data: Any, hf_processor_mm_kwargs: Mapping[str, object],
-              tokenization_kwargs: Mapping[str, object] | None = None, **kwargs: Any) -> Any:
+    def normalize(self, prompt: Any, counts: Mapping[str, int]) -> tuple[NormalizedPrompt, bytes]:
+        """The prompt in the original's layout (see processing/prompt.py), and the digest of its
+        image region that the items' identifiers include."""
         proc = self.info.get_hf_processor()
         ids = proc.tokenize(prompt) if isinstance(prompt, str) else list(prompt)
-        counts = self._to_mm_items(mm_data).get_all_counts() if mm_data else {}
         norm = normalize_prompt(
             ids, counts.get("image", 0), counts.get("video", 0), proc.special,
             label_ids=lambda i: proc.tokenize(f"Image {i}"),
         )
-        token = _REGION_SALT.set(_region_digest(norm.ids, proc))
-        try:
-            out = super().apply(norm.ids, mm_data, hf_processor_mm_kwargs, tokenization_kwargs, **kwargs)
-        finally:
-            _REGION_SALT.reset(token)
+        return norm, _region_digest(norm.ids, proc)
+
+    @staticmethod
+    def check_expanded(norm: NormalizedPrompt, out: Mapping[str, Any]) -> None:
+        """Pre-expanded image blocks must re-expand to exactly the ids that were sent."""
         if norm.expected is not None and out["prompt_token_ids"] != norm.expected:
             at = first_difference(out["prompt_token_ids"], norm.expected)
             raise Molmo2InputError(
@@ -136,30 +136,23 @@ class Molmo2MultiModalProcessor(BaseMultiModalProcessor[Molmo2ProcessingInfo]):
                 f"token {at}: {len(norm.expected)} ids sent, {len(out['prompt_token_ids'])} expected). Send the "
                 "'<|image|>' placeholder instead of expanded tokens, or expand with this checkpoint's processor."
             )
+
+    def apply(self, prompt: Any, mm_data: Any, hf_processor_mm_kwargs: Mapping[str, object],
+              tokenization_kwargs: Mapping[str, object] | None = None, **kwargs: Any) -> Any:
+        counts = self._to_mm_items(mm_data).get_all_counts() if mm_data else {}
+        norm, salt = self.normalize(prompt, counts)
+        token = _REGION_SALT.set(salt)
+        try:
+            out = super().apply(norm.ids, mm_data, hf_processor_mm_kwargs, tokenization_kwargs, **kwargs)
+        finally:
+            _REGION_SALT.reset(token)
+        self.check_expanded(norm, out)
         return out
 
     def _hash_mm_items(self, mm_items: MultiModalDataItems, hf_processor_mm_kwargs: Mapping[str, object],
                        tokenization_kwargs: Mapping[str, object], **kwargs: Any) -> Any:
-        """Give each item an identifier that also covers every other item of the prompt.
-
-        Image tokens attend to later images at prefill, so their KV cache depends on the whole
-        multimodal region. vLLM keys prefix-cache blocks by the identifiers of the items they
-        overlap: with per-request identifiers, a cached block is reused only by a prompt with
-        the same images and the same region layout.
-        """
         base = super()._hash_mm_items(mm_items, hf_processor_mm_kwargs, tokenization_kwargs, **kwargs)
-        everything = hashlib.sha256(_REGION_SALT.get())
-        for modality in sorted(base):
-            for h in base[modality]:
-                everything.update(f"{modality}:{h};".encode())
-        joint = everything.hexdigest()
-        return {
-            modality: [
-                IDENTIFIER_PREFIX + hashlib.sha256(f"{joint}|{modality}|{i}|{h}".encode()).hexdigest()
-                for i, h in enumerate(hashes)
-            ]
-            for modality, hashes in base.items()
-        }
+        return joint_identifiers(base, _REGION_SALT.get())
 
     # -- the HF-side processor ----------------------------------------------------------------
 
@@ -238,6 +231,28 @@ class Molmo2MultiModalProcessor(BaseMultiModalProcessor[Molmo2ProcessingInfo]):
         if "video" in mm_items:
             updates.append(PromptReplacement(modality="video", target=[sp.video_placeholder], replacement=video_tokens))
         return updates
+
+
+def joint_identifiers(base: Mapping[str, Sequence[str]], salt: bytes) -> dict[str, list[str]]:
+    """Give each item an identifier that also covers every other item of the prompt.
+
+    Image tokens attend to later images at prefill, so their KV cache depends on the whole
+    multimodal region. vLLM keys prefix-cache blocks by the identifiers of the items they
+    overlap: with per-prompt identifiers a cached block is reused only by a prompt with the
+    same images in the same region layout (`salt`).
+    """
+    everything = hashlib.sha256(salt)
+    for modality in sorted(base):
+        for h in base[modality]:
+            everything.update(f"{modality}:{h};".encode())
+    joint = everything.hexdigest()
+    return {
+        modality: [
+            IDENTIFIER_PREFIX + hashlib.sha256(f"{joint}|{modality}|{i}|{h}".encode()).hexdigest()
+            for i, h in enumerate(hashes)
+        ]
+        for modality, hashes in base.items()
+    }
 
 
 def _region_digest(ids: Sequence[int], proc: Molmo2Processor) -> bytes:

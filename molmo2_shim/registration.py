@@ -124,4 +124,4 @@ def is_shim_model_config(model_config: Any) -> bool:
     except Exception:
         return False
     module = getattr(entry, "module_name", None) or getattr(getattr(entry, "model_cls", None), "__module__", "")
-    return str(module).startswith("molmo2_shim")
+    return str(module).startswith("molmo2_shim")  # the shim's model, not vLLM's native one

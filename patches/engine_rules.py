@@ -71,8 +71,19 @@ def _vocab_size(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> int:
     return size
 
 
-def _text_only_bos(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
-    inputs = wrapped(*args, **kwargs)
+def shim_serves_molmo2() -> bool:
+    try:
+        from vllm.model_executor.models import ModelRegistry
+
+        entry = ModelRegistry.models.get("Molmo2ForConditionalGeneration")
+    except Exception:
+        return False
+    return str(getattr(entry, "module_name", "")).startswith("molmo2_shim")
+
+
+def add_text_only_bos(instance: Any, inputs: Any) -> Any:
+    """`instance` is vLLM's input preprocessor (<= 0.21) or renderer (0.22): both carry the
+    model config and the tokenizer."""
     if inputs.get("type") != "token":
         return inputs
     from molmo2_shim.registration import is_shim_model_config
@@ -82,13 +93,18 @@ def _text_only_bos(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> An
     from molmo2_shim.processing.layout import SpecialTokenIds, insert_bos
     from molmo2_shim.processing.prompt import check_no_stray_tokens
 
-    if instance.tokenizer is None:  # skip_tokenizer_init: ids are the caller's business
+    tokenizer = getattr(instance, "tokenizer", None)
+    if tokenizer is None:  # skip_tokenizer_init: ids are the caller's business
         return inputs
-    special = SpecialTokenIds.from_tokenizer(instance.tokenizer)
+    special = SpecialTokenIds.from_tokenizer(tokenizer)
     ids = list(inputs["prompt_token_ids"])
     check_no_stray_tokens(ids, special, "the text-only prompt")
     inputs["prompt_token_ids"] = insert_bos(ids, special.bos)
     return inputs
+
+
+def _text_only_bos(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
+    return add_text_only_bos(instance, wrapped(*args, **kwargs))
 
 
 def _decode_errors_are_client_errors(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:

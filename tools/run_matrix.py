@@ -28,6 +28,7 @@ SUITES = {
     "model": ["-m", "model or row_subset"],
     "subset": ["-m", "row_subset"],
     "native": ["-m", "native"],
+    "native-override": ["-m", "native or override"],
 }
 UNIT_TESTS = ["tests/test_matrix.py", "tests/test_no_vllm.py", "tests/test_readme_table.py"]
 

@@ -39,6 +39,7 @@ INTEL_PINS = {
     "2.8.0": ["intel-openmp==2024.2.1", "intel_extension_for_pytorch==2.8.0"],
     "2.9.1": ["intel-openmp==2024.2.1"],
     "2.10.0": ["intel-openmp==2024.2.1"],
+    "2.11.0": ["intel-openmp==2024.2.1"],
 }
 TEST_TOOLS = ["pytest>=8", "pytest-timeout", "build"]
 

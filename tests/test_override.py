@@ -1,0 +1,60 @@
+"""Opt-in override on a vLLM with native Molmo2: the shim's exact model replaces native's and
+serves the golden cases exactly (rows whose matrix entry names an override patch set)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from engine_helpers import assert_matches_golden, engine_kwargs, full_logprob_params, golden_request
+
+pytestmark = [pytest.mark.engine, pytest.mark.override]
+
+CASES = ["text_only", "one_image_640x480", "two_images_300x200_500x800", "video_4f_320x240"]
+
+
+@pytest.fixture(scope="module")
+def override_llm():
+    import vllm
+
+    import molmo2_shim
+    from molmo2_shim.matrix import lookup
+
+    row = lookup(vllm.__version__).row
+    if row.status != "native" or not row.patch_set:
+        pytest.skip("no opt-in override on this vLLM")
+    molmo2_shim.uninstall()
+    previous = os.environ.get("MOLMO2_SHIM_OVERRIDE_NATIVE")
+    os.environ["MOLMO2_SHIM_OVERRIDE_NATIVE"] = "1"  # the engine-core process reads it too
+    status = molmo2_shim.install()
+    assert status.action == "installed" and status.patch_set == row.patch_set
+    engine = __import__("vllm").LLM(**engine_kwargs(enable_prefix_caching=True))
+    yield engine
+    del engine
+    molmo2_shim.uninstall()
+    if previous is None:
+        os.environ.pop("MOLMO2_SHIM_OVERRIDE_NATIVE", None)
+    else:
+        os.environ["MOLMO2_SHIM_OVERRIDE_NATIVE"] = previous
+
+
+def test_the_engine_runs_the_shim_model(override_llm):
+    os.environ.setdefault("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")
+
+    def module(worker):
+        return type(worker.model_runner.model).__module__
+
+    assert all(m.startswith("molmo2_shim.patches.") for m in override_llm.collective_rpc(module))
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_golden_cases_exact_under_override(override_llm, name):
+    out = override_llm.generate([golden_request(name)], full_logprob_params())[0]
+    assert_matches_golden(out, name)
+
+
+def test_mixed_batch_under_override(override_llm):
+    outs = override_llm.generate([golden_request(n) for n in CASES], full_logprob_params())
+    for name, out in zip(CASES, outs):
+        assert_matches_golden(out, name)
