@@ -18,7 +18,7 @@ from vllm.sequence import IntermediateTensors
 
 from ..config import text_config_of
 from ..processing.layout import CONFIG_ID_FIELDS, MM_TOKEN_KEYS
-from .bidirectional import BidirectionalPrefill
+from .bidirectional import OP_NAME, BidirectionalPrefill
 from .text import TextModel
 from .vision import VisionBackbone
 from .weights import WeightMapper, load_weights
@@ -58,7 +58,8 @@ class Molmo2Base(nn.Module):
         self.vision_backbone = VisionBackbone(
             config.vit_config, config.adapter_config, quant_config, _prefixed(prefix, "vision_backbone")
         )
-        self.model = TextModel(text_cfg, vllm_config.cache_config, quant_config, self.bidir, _prefixed(prefix, "model"))
+        self.model = TextModel(vllm_config=vllm_config, prefix=_prefixed(prefix, "model"))
+        _split_graphs_at(vllm_config, OP_NAME)
         emb = self.model.embed_tokens
         emb.weight._molmo2_vocab_shard = (emb.shard_indices.org_vocab_start_index, emb.shard_indices.org_vocab_end_index)
         self.lm_head = ParallelLMHead(
@@ -169,6 +170,15 @@ class Molmo2Base(nn.Module):
 
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> set[str]:
         return load_weights(self, weights, self._mapper)
+
+
+def _split_graphs_at(vllm_config: Any, op_name: str) -> None:
+    """Have vLLM's compiler cut its piecewise graphs at the bidirectional-prefill op, as it does
+    at attention, so the op runs eagerly (it reads the step's plan in Python)."""
+    cc = getattr(vllm_config, "compilation_config", None)
+    ops = getattr(cc, "splitting_ops", None)
+    if isinstance(ops, list) and op_name not in ops:
+        ops.append(op_name)
 
 
 def warn_if_budget_splits_images(vllm_config: Any) -> None:

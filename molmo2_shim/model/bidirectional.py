@@ -39,7 +39,12 @@ class Segment:
 
 
 class BidirectionalPrefill:
-    """Per-step plan shared by the decoder layers of one model."""
+    """Per-step plan shared by the decoder layers of one model.
+
+    The decoder layers reach it through the `molmo2_shim::bidirectional_prefill` op (below),
+    which vLLM's compiler treats as a graph split like its own attention op: the recomputation
+    runs eagerly on prefill steps, while decode steps (no plan) stay capturable in CUDA graphs.
+    """
 
     def __init__(self, mm_token_ids: Sequence[int]) -> None:
         self._mm_ids = torch.tensor(sorted(set(int(t) for t in mm_token_ids)), dtype=torch.long)
@@ -56,7 +61,9 @@ class BidirectionalPrefill:
         self._pending = torch.isin(input_ids, ids)
 
     def begin_step(self, positions: torch.Tensor) -> None:
+        global _ACTIVE
         self.segments = []
+        _ACTIVE = None
         pending, self._pending = self._pending, None
         if pending is None:
             return
@@ -78,9 +85,13 @@ class BidirectionalPrefill:
             self.segments.append(
                 Segment(start, length, (rows + start).to(device), allowed.to(device))
             )
+        if self.segments:
+            _ACTIVE = self
 
     def end_step(self) -> None:
+        global _ACTIVE
         self.segments = []
+        _ACTIVE = None
 
     def apply(
         self,
@@ -146,4 +157,26 @@ def _query_start_loc(num_tokens: int) -> list[int] | None:
             values = qsl.tolist()
             if values[0] == 0 and values[-1] == num_tokens:
                 return values
+    return None
+
+
+# The plan of the step being computed, if it has multimodal rows (one engine per process).
+_ACTIVE: BidirectionalPrefill | None = None
+OP_NAME = "molmo2_shim::bidirectional_prefill"
+
+
+@torch.library.custom_op(OP_NAME, mutates_args=("out",))
+def bidirectional_prefill(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor,
+    num_heads: int, num_kv_heads: int, head_dim: int, scale: float,
+) -> None:
+    """Overwrite the multimodal rows of an attention output with the original's mask (no-op on
+    steps without them). Opaque to torch.compile on purpose; see BidirectionalPrefill."""
+    plan = _ACTIVE
+    if plan is not None and plan.segments:
+        plan.apply(q, k, v, out, num_heads, num_kv_heads, head_dim, scale)
+
+
+@bidirectional_prefill.register_fake
+def _(q, k, v, out, num_heads, num_kv_heads, head_dim, scale) -> None:  # noqa: ANN001
     return None

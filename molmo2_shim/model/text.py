@@ -12,6 +12,7 @@ from typing import Any, Iterable
 
 import torch
 from torch import nn
+from vllm.compilation.decorators import support_torch_compile
 from vllm.distributed import (
     get_pp_group,
     get_tensor_model_parallel_rank,
@@ -26,13 +27,13 @@ from vllm.model_executor.layers.vocab_parallel_embedding import VocabParallelEmb
 from vllm.model_executor.models.utils import make_empty_intermediate_tensors_factory, make_layers
 from vllm.sequence import IntermediateTensors
 
-from .bidirectional import BidirectionalPrefill
+from ..config import text_config_of
+from .bidirectional import bidirectional_prefill
 from .vllm_compat import Attention, make_rope
 
 
 class TextAttention(nn.Module):
-    def __init__(self, cfg: Any, layer_idx: int, cache_config: Any, quant_config: Any,
-                 bidir: BidirectionalPrefill, prefix: str) -> None:
+    def __init__(self, cfg: Any, layer_idx: int, cache_config: Any, quant_config: Any, prefix: str) -> None:
         super().__init__()
         tp = get_tensor_model_parallel_world_size()
         self.head_dim = cfg.head_dim
@@ -45,7 +46,6 @@ class TextAttention(nn.Module):
         self.q_size = self.num_heads * self.head_dim
         self.kv_size = self.num_kv_heads * self.head_dim
         self.scale = self.head_dim**-0.5
-        self.bidir = bidir
         self.qkv_proj = QKVParallelLinear(
             cfg.hidden_size, self.head_dim, self.total_heads, self.total_kv_heads,
             bias=cfg.qkv_bias, quant_config=quant_config, prefix=f"{prefix}.qkv_proj", return_bias=False,
@@ -88,8 +88,7 @@ class TextAttention(nn.Module):
             q, k = self._norm_whole(q, self.q_norm), self._norm_whole(k, self.k_norm)
         q, k = self.rotary_emb(positions, q, k)
         out = self.attn(q, k, v)
-        if self.bidir.segments:
-            out = self.bidir.apply(q, k, v, out, self.num_heads, self.num_kv_heads, self.head_dim, self.scale)
+        bidirectional_prefill(q, k, v, out, self.num_heads, self.num_kv_heads, self.head_dim, self.scale)
         return self.o_proj(out)
 
 
@@ -113,11 +112,10 @@ class TextMLP(nn.Module):
 
 
 class DecoderLayer(nn.Module):
-    def __init__(self, cfg: Any, layer_idx: int, cache_config: Any, quant_config: Any,
-                 bidir: BidirectionalPrefill, prefix: str) -> None:
+    def __init__(self, cfg: Any, layer_idx: int, cache_config: Any, quant_config: Any, prefix: str) -> None:
         super().__init__()
         self.norm_after = bool(cfg.norm_after)
-        self.self_attn = TextAttention(cfg, layer_idx, cache_config, quant_config, bidir, f"{prefix}.self_attn")
+        self.self_attn = TextAttention(cfg, layer_idx, cache_config, quant_config, f"{prefix}.self_attn")
         self.mlp = TextMLP(cfg, quant_config, f"{prefix}.mlp")
         self.input_layernorm = RMSNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
@@ -130,18 +128,21 @@ class DecoderLayer(nn.Module):
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
+@support_torch_compile(
+    dynamic_arg_dims={"input_ids": 0, "positions": -1, "intermediate_tensors": 0, "inputs_embeds": 0}
+)
 class TextModel(nn.Module):
-    def __init__(self, cfg: Any, cache_config: Any, quant_config: Any, bidir: BidirectionalPrefill, prefix: str) -> None:
+    def __init__(self, *, vllm_config: Any, prefix: str = "") -> None:
         super().__init__()
+        cfg = text_config_of(vllm_config.model_config.hf_config)
+        cache_config, quant_config = vllm_config.cache_config, vllm_config.quant_config
         self.cfg = cfg
         self.embed_tokens = VocabParallelEmbedding(
             cfg.vocab_size + cfg.additional_vocab_size, cfg.hidden_size, prefix=f"{prefix}.embed_tokens"
         )
         self.start_layer, self.end_layer, self.layers = make_layers(
             cfg.num_hidden_layers,
-            lambda prefix: DecoderLayer(
-                cfg, int(prefix.rsplit(".", 1)[-1]), cache_config, quant_config, bidir, prefix
-            ),
+            lambda prefix: DecoderLayer(cfg, int(prefix.rsplit(".", 1)[-1]), cache_config, quant_config, prefix),
             prefix=f"{prefix}.layers",
         )
         self.norm = RMSNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)

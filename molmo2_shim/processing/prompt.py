@@ -92,6 +92,11 @@ def normalize_prompt(
     sp: SpecialTokenIds,
     label_ids: Callable[[int], list[int]],
 ) -> NormalizedPrompt:
+    if num_images and num_videos:
+        raise Molmo2InputError(
+            "Molmo2 takes images or one video per prompt, not both: the original model rejects the mix. "
+            "Send the video and the images in separate requests."
+        )
     ids = insert_bos(list(ids), sp.bos)
     collapsed, num_expanded = collapse_image_blocks(ids, sp)
     check_no_stray_tokens(collapsed, sp, "the prompt")
