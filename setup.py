@@ -6,7 +6,9 @@ the subpackage `molmo2_shim.patches` so no global `patches` module is ever creat
 
 from setuptools import find_packages, setup
 
-shim = find_packages(include=["molmo2_shim", "molmo2_shim.*"])
+# molmo2_shim/patches is a symlink to ../patches so a source checkout imports as installed;
+# the installed package maps the real folder instead (package_dir in pyproject.toml).
+shim = find_packages(include=["molmo2_shim", "molmo2_shim.*"], exclude=["molmo2_shim.patches", "molmo2_shim.patches.*"])
 patch_sets = ["molmo2_shim." + name for name in find_packages(include=["patches", "patches.*"])]
 
 setup(packages=shim + patch_sets)

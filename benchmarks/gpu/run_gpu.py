@@ -139,13 +139,19 @@ def throughput(llm: Any, batch: int = 32, tokens: int = 128) -> dict[str, float]
         llm.generate(requests, params, use_tqdm=False)
         return time.perf_counter() - start
 
+    def best(requests: list[dict], tokens: int) -> float:
+        llm.reset_prefix_cache()  # each round computes its prompts
+        first = timed(requests, tokens)
+        llm.reset_prefix_cache()
+        return min(first, timed(requests, tokens))
+
     image_batch = [{"prompt": "<|image|>" + TEXT, "multi_modal_data": {"image": [golden.pil_image("rgb", 640, 480, 100 + i)]}}
                    for i in range(batch)]
     text_batch = [{"prompt": TEXT.replace("detail", f"detail, part {i},")} for i in range(batch)]
     timed(image_batch[:2] + text_batch[:2], 8)  # warm-up
     out = {
-        f"image_batch{batch}_tok_s": batch * tokens / timed(image_batch, tokens),
-        f"text_batch{batch}_tok_s": batch * tokens / timed(text_batch, tokens),
+        f"image_batch{batch}_tok_s": batch * tokens / best(image_batch, tokens),
+        f"text_batch{batch}_tok_s": batch * tokens / best(text_batch, tokens),
     }
     first = statistics.median(timed([{"prompt": TEXT}], 1) for _ in range(3))
     full = statistics.median(timed([{"prompt": TEXT}], 256) for _ in range(3))

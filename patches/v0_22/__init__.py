@@ -4,9 +4,7 @@
 API generation: the processor's apply() takes one ProcessorInputs (hashes come from its
 get_mm_hashes); prompts reach the processor through the renderer (vllm/renderers), not the
 input preprocessor; the runner passes a CPU placeholder mask; decoder attention lives in
-vllm.model_executor.layers.attention; `model_type: molmo2` turns on vLLM's own per-image
-prefix-LM attention, which the shim switches off for its model (it applies the original's
-whole-sequence mask itself, and keeps FlashAttention).
+vllm.model_executor.layers.attention.
 """
 
 from __future__ import annotations
