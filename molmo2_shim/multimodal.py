@@ -86,6 +86,11 @@ class Molmo2ProcessingInfo(BaseProcessingInfo):
         return max(1, min(proc.video_config.num_frames, seq_len // per_frame))
 
 
+class ProfilingData(dict):
+    """The dummy items vLLM profiles with. Some versions (0.11.x) profile every modality in one
+    prompt, a mix the original refuses from users; the processor lets only this object through."""
+
+
 class Molmo2DummyInputsBuilder(BaseDummyInputsBuilder[Molmo2ProcessingInfo]):
     def get_dummy_text(self, mm_counts: Mapping[str, int]) -> str:
         images = mm_counts.get("image", 0)
@@ -106,7 +111,7 @@ class Molmo2DummyInputsBuilder(BaseDummyInputsBuilder[Molmo2ProcessingInfo]):
                 (np.full((frames, crop, crop, 3), 255, dtype=np.uint8), {"fps": 2.0, "frames_indices": list(range(frames))})
                 for _ in range(videos)
             ]
-        return data
+        return ProfilingData(data)
 
 
 class Molmo2MultiModalProcessor(BaseMultiModalProcessor[Molmo2ProcessingInfo]):
@@ -115,14 +120,16 @@ class Molmo2MultiModalProcessor(BaseMultiModalProcessor[Molmo2ProcessingInfo]):
 
     # -- prompt normalisation -----------------------------------------------------------------
 
-    def normalize(self, prompt: Any, counts: Mapping[str, int]) -> tuple[NormalizedPrompt, bytes]:
+    def normalize(
+        self, prompt: Any, counts: Mapping[str, int], profiling: bool = False
+    ) -> tuple[NormalizedPrompt, bytes]:
         """The prompt in the original's layout (see processing/prompt.py), and the digest of its
         image region that the items' identifiers include."""
         proc = self.info.get_hf_processor()
         ids = proc.tokenize(prompt) if isinstance(prompt, str) else list(prompt)
         norm = normalize_prompt(
             ids, counts.get("image", 0), counts.get("video", 0), proc.special,
-            label_ids=lambda i: proc.tokenize(f"Image {i}"),
+            label_ids=lambda i: proc.tokenize(f"Image {i}"), allow_mixed=profiling,
         )
         return norm, _region_digest(norm.ids, proc)
 
@@ -140,7 +147,7 @@ class Molmo2MultiModalProcessor(BaseMultiModalProcessor[Molmo2ProcessingInfo]):
     def apply(self, prompt: Any, mm_data: Any, hf_processor_mm_kwargs: Mapping[str, object],
               tokenization_kwargs: Mapping[str, object] | None = None, **kwargs: Any) -> Any:
         counts = self._to_mm_items(mm_data).get_all_counts() if mm_data else {}
-        norm, salt = self.normalize(prompt, counts)
+        norm, salt = self.normalize(prompt, counts, profiling=isinstance(mm_data, ProfilingData))
         token = _REGION_SALT.set(salt)
         try:
             out = super().apply(norm.ids, mm_data, hf_processor_mm_kwargs, tokenization_kwargs, **kwargs)

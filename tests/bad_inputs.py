@@ -139,6 +139,10 @@ BAD_INPUTS: list[BadInput] = [
     BadInput("empty_video", "error", r"no frames", offline=lambda: video(np.zeros((0, 32, 32, 3), np.uint8))),
     BadInput("video_metadata_mismatch", "error", r"frame indices",
              offline=lambda: video(golden.synth_video(3, 40, 30, 1), {"fps": 2.0, "frames_indices": [0, 1]})),
+    BadInput("image_and_video_in_one_prompt", "error", r"images or one video per prompt, not both",
+             offline=lambda: {"prompt": "<|image|><|video|>What happens?", "multi_modal_data": {
+                 "image": [rgb(64, 48)],
+                 "video": (golden.synth_video(2, 40, 30, 1), {"fps": 2.0, "frames_indices": [0, 1]})}}),
     BadInput("nan_in_float_image", "error", r"NaN or inf",
              offline=lambda: one(np.full((20, 20, 3), np.nan, np.float32))),
     BadInput("inf_in_tensor_image", "error", r"NaN or inf",

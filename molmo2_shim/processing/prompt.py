@@ -91,8 +91,9 @@ def normalize_prompt(
     num_videos: int,
     sp: SpecialTokenIds,
     label_ids: Callable[[int], list[int]],
+    allow_mixed: bool = False,
 ) -> NormalizedPrompt:
-    if num_images and num_videos:
+    if num_images and num_videos and not allow_mixed:
         raise Molmo2InputError(
             "Molmo2 takes images or one video per prompt, not both: the original model rejects the mix. "
             "Send the video and the images in separate requests."
