@@ -30,12 +30,64 @@ logger = logging.getLogger("molmo2_shim")
 
 @dataclass
 class Segment:
-    """One request's multimodal region inside the flat token batch of a step."""
+    """One request's multimodal region inside the flat token batch of a step (CPU tensors)."""
 
     start: int  # flat index of the request's first token (position 0)
     length: int  # tokens from position 0 through its last multimodal token
     rows: torch.Tensor  # flat indices of its multimodal tokens (the queries to redo)
     allowed: torch.Tensor  # [len(rows), length] bool: what each of those queries may attend to
+
+
+@dataclass
+class Group:
+    """Segments of similar size padded into one attention call (device tensors).
+
+    Per-request calls cost a handful of kernel launches per request and layer, which on a GPU
+    batch of image prompts adds up to a sizeable share of prefill time.
+    """
+
+    query_index: torch.Tensor  # [S*Lq] flat rows gathered as queries (padding repeats a real row)
+    key_index: torch.Tensor  # [S*Lk] flat rows gathered as keys/values (padding likewise)
+    mask: torch.Tensor  # [S, 1, Lq, Lk] bool; padded keys are never allowed
+    real_queries: torch.Tensor  # positions in [S*Lq] that are real queries
+    rows: torch.Tensor  # their flat rows, in the same order
+    shape: tuple[int, int, int]  # S, Lq, Lk
+
+
+def group_segments(segments: list[Segment], device: torch.device, max_waste: float = 1.5) -> list[Group]:
+    """Pack segments into padded groups, starting a new group when padding would exceed
+    `max_waste` times the attention area the group's segments really need."""
+    groups: list[list[Segment]] = []
+    for seg in sorted(segments, key=lambda g: (g.length, len(g.rows))):
+        if groups:
+            cand = groups[-1] + [seg]
+            padded = len(cand) * max(len(g.rows) for g in cand) * max(g.length for g in cand)
+            if padded <= max_waste * sum(len(g.rows) * g.length for g in cand):
+                groups[-1] = cand
+                continue
+        groups.append([seg])
+    return [_pack(members, device) for members in groups]
+
+
+def _pack(members: list[Segment], device: torch.device) -> Group:
+    n, lq, lk = len(members), max(len(g.rows) for g in members), max(g.length for g in members)
+    query_index = torch.empty(n, lq, dtype=torch.long)
+    key_index = torch.empty(n, lk, dtype=torch.long)
+    mask = torch.zeros(n, 1, lq, lk, dtype=torch.bool)
+    real = torch.zeros(n, lq, dtype=torch.bool)
+    for i, seg in enumerate(members):
+        r = len(seg.rows)
+        query_index[i, :r] = seg.rows
+        query_index[i, r:] = seg.rows[0]
+        key_index[i] = seg.start + torch.arange(lk).clamp(max=seg.length - 1)
+        mask[i, 0, :r, : seg.length] = seg.allowed
+        mask[i, 0, r:, 0] = True  # padded queries see one key (no NaN); their output is dropped
+        real[i, :r] = True
+    real_queries = torch.nonzero(real.reshape(-1)).squeeze(1)
+    return Group(
+        query_index.reshape(-1).to(device), key_index.reshape(-1).to(device), mask.to(device),
+        real_queries.to(device), query_index.reshape(-1)[real_queries].to(device), (n, lq, lk),
+    )
 
 
 class BidirectionalPrefill:
@@ -49,7 +101,7 @@ class BidirectionalPrefill:
     def __init__(self, mm_token_ids: Sequence[int]) -> None:
         self._mm_ids = torch.tensor(sorted(set(int(t) for t in mm_token_ids)), dtype=torch.long)
         self._pending: torch.Tensor | None = None
-        self.segments: list[Segment] = []
+        self.groups: list[Group] = []
         self._warned = False
 
     def note_input_ids(self, input_ids: torch.Tensor, has_mm_embeddings: bool) -> None:
@@ -62,7 +114,7 @@ class BidirectionalPrefill:
 
     def begin_step(self, positions: torch.Tensor) -> None:
         global _ACTIVE
-        self.segments = []
+        self.groups = []
         _ACTIVE = None
         pending, self._pending = self._pending, None
         if pending is None:
@@ -70,7 +122,7 @@ class BidirectionalPrefill:
         num = pending.shape[0]
         is_mm = pending.cpu()
         pos = positions[:num].cpu()
-        device = positions.device
+        segments = []
         for start, end in _request_spans(pos):
             local = is_mm[start:end]
             if not bool(local.any()):
@@ -82,15 +134,14 @@ class BidirectionalPrefill:
             length = int(rows[-1]) + 1
             cols = torch.arange(length)
             allowed = (cols[None, :] <= rows[:, None]) | local[:length][None, :]
-            self.segments.append(
-                Segment(start, length, (rows + start).to(device), allowed.to(device))
-            )
-        if self.segments:
+            segments.append(Segment(start, length, rows + start, allowed))
+        self.groups = group_segments(segments, positions.device)
+        if self.groups:
             _ACTIVE = self
 
     def end_step(self) -> None:
         global _ACTIVE
-        self.segments = []
+        self.groups = []
         _ACTIVE = None
 
     def apply(
@@ -105,16 +156,17 @@ class BidirectionalPrefill:
         scale: float,
     ) -> torch.Tensor:
         """Overwrite the multimodal query rows of `out` ([T, heads*dim]) with the original mask."""
-        for seg in self.segments:
-            keys = slice(seg.start, seg.start + seg.length)
-            qs = q[seg.rows].view(-1, num_heads, head_dim).transpose(0, 1)
-            ks = k[keys].view(seg.length, num_kv_heads, head_dim).transpose(0, 1)
-            vs = v[keys].view(seg.length, num_kv_heads, head_dim).transpose(0, 1)
+        for g in self.groups:
+            n, lq, lk = g.shape
+            qs = q.index_select(0, g.query_index).view(n, lq, num_heads, head_dim).transpose(1, 2)
+            ks = k.index_select(0, g.key_index).view(n, lk, num_kv_heads, head_dim).transpose(1, 2)
+            vs = v.index_select(0, g.key_index).view(n, lk, num_kv_heads, head_dim).transpose(1, 2)
             if num_kv_heads != num_heads:
                 rep = num_heads // num_kv_heads
-                ks, vs = ks.repeat_interleave(rep, dim=0), vs.repeat_interleave(rep, dim=0)
-            o = F.scaled_dot_product_attention(qs, ks, vs, attn_mask=seg.allowed, scale=scale)
-            out[seg.rows] = o.transpose(0, 1).reshape(-1, num_heads * head_dim).to(out.dtype)
+                ks, vs = ks.repeat_interleave(rep, dim=1), vs.repeat_interleave(rep, dim=1)
+            o = F.scaled_dot_product_attention(qs, ks, vs, attn_mask=g.mask, scale=scale)
+            o = o.transpose(1, 2).reshape(n * lq, num_heads * head_dim)
+            out.index_copy_(0, g.rows, o.index_select(0, g.real_queries).to(out.dtype))
         return out
 
     def _warn_partial(self, first_position: int) -> None:
@@ -173,7 +225,7 @@ def bidirectional_prefill(
     """Overwrite the multimodal rows of an attention output with the original's mask (no-op on
     steps without them). Opaque to torch.compile on purpose; see BidirectionalPrefill."""
     plan = _ACTIVE
-    if plan is not None and plan.segments:
+    if plan is not None and plan.groups:
         plan.apply(q, k, v, out, num_heads, num_kv_heads, head_dim, scale)
 
 
