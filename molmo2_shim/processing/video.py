@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ..errors import Molmo2InputError
-from .image import ImageProcessingConfig, _patchify, _resize, _to_float, _RESAMPLE, pool_windows, to_uint8_hwc
+from .image import ImageProcessingConfig, _normalize_, _patchify, _resize, _RESAMPLE, pool_windows, to_uint8_hwc
 from .layout import LayoutFlags, SpecialTokenIds, frame_prefix, frame_tokens
 
 
@@ -116,7 +116,8 @@ def preprocess_video(video: Any, cfg: VideoProcessingConfig, video_metadata: Any
     fcfg = cfg.frame
     mode = _RESAMPLE[fcfg.resample]
     resized = [_resize(to_uint8_hwc(f, fcfg.do_convert_rgb), fcfg.crop_size, fcfg.crop_size, mode) for f in frames]
-    pixels = _to_float(_patchify([(r, 1, 1) for r in resized], fcfg), fcfg)
+    from_uint8 = bool(resized) and resized[0].dtype == torch.uint8
+    pixels = _normalize_(_patchify([(r, 1, 1) for r in resized], fcfg), from_uint8, fcfg)
     n = fcfg.crop_patches
     per_frame = pool_windows(torch.arange(n * n).reshape(n, n), *fcfg.pooling_size)
     offsets = torch.arange(len(frames)).repeat_interleave(per_frame.shape[0])[:, None] * fcfg.patches_per_crop
