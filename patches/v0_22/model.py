@@ -8,7 +8,7 @@ Remove when: 0.22 leaves the compat matrix.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
@@ -31,6 +31,7 @@ class Molmo2ProcessorInputs(ProcessorInputs):
     """ProcessorInputs whose item hashes cover the whole image region (see joint_identifiers)."""
 
     region_salt: bytes = b""
+    profiling: bool = False
 
     def get_mm_hashes(self, model_id: str) -> Any:
         return joint_identifiers(super().get_mm_hashes(model_id), self.region_salt)
@@ -43,9 +44,19 @@ class Molmo2ProcessingInfo022(Molmo2ProcessingInfo):
         return parser
 
 
+class Molmo2DummyInputsBuilder022(Molmo2DummyInputsBuilder):
+    def get_dummy_processor_inputs(self, *args: Any, **kwargs: Any) -> ProcessorInputs:
+        # 0.22 profiles every modality in one prompt too; mark the inputs so the processor
+        # lets the image+video mix through for profiling only (see ProfilingData).
+        base = super().get_dummy_processor_inputs(*args, **kwargs)
+        return Molmo2ProcessorInputs(**{f.name: getattr(base, f.name) for f in fields(base)}, profiling=True)
+
+
 class Molmo2MultiModalProcessor022(Molmo2MultiModalProcessor):
     def apply(self, inputs: ProcessorInputs, timing_ctx: Any) -> Any:  # type: ignore[override]
-        norm, salt = self.normalize(inputs.prompt, inputs.mm_data_items.get_all_counts())
+        norm, salt = self.normalize(
+            inputs.prompt, inputs.mm_data_items.get_all_counts(), profiling=getattr(inputs, "profiling", False)
+        )
         ours = Molmo2ProcessorInputs(
             prompt=norm.ids,
             mm_data_items=inputs.mm_data_items,
@@ -60,7 +71,7 @@ class Molmo2MultiModalProcessor022(Molmo2MultiModalProcessor):
 
 
 @MULTIMODAL_REGISTRY.register_processor(
-    Molmo2MultiModalProcessor022, info=Molmo2ProcessingInfo022, dummy_inputs=Molmo2DummyInputsBuilder
+    Molmo2MultiModalProcessor022, info=Molmo2ProcessingInfo022, dummy_inputs=Molmo2DummyInputsBuilder022
 )
 class Molmo2ForConditionalGeneration(Molmo2Base, SupportsMultiModal, SupportsPP):
     def embed_multimodal(self, **kwargs: Any) -> list[torch.Tensor]:
