@@ -45,21 +45,30 @@ def _register_vllm_config() -> Undo:
 
 
 def _register_vllm_config_in(vllm_config: Any) -> Undo:
-    from vllm.transformers_utils import configs
-
-    from .config import Molmo2Config
-
     registry = vllm_config._CONFIG_REGISTRY
     previous = dict.get(registry, "molmo2")
-    setattr(configs, _CONFIG_ATTRIBUTE, Molmo2Config)
     registry["molmo2"] = _CONFIG_ATTRIBUTE
+    # The entry is resolved by importing vllm.transformers_utils.configs, which pulls in every
+    # config class vLLM ships (tens of ms); publish ours when vLLM imports it, not before.
+    undo_attribute = when_imported("vllm.transformers_utils.configs", _publish_config_class)
 
     def undo() -> None:
+        undo_attribute()
         if previous is None:
             registry.pop("molmo2", None)
         else:
             registry["molmo2"] = previous
-        if hasattr(configs, _CONFIG_ATTRIBUTE):
+
+    return undo
+
+
+def _publish_config_class(configs: Any) -> Undo:
+    from .config import Molmo2Config
+
+    setattr(configs, _CONFIG_ATTRIBUTE, Molmo2Config)
+
+    def undo() -> None:
+        if getattr(configs, _CONFIG_ATTRIBUTE, None) is Molmo2Config:
             delattr(configs, _CONFIG_ATTRIBUTE)
 
     return undo
@@ -70,20 +79,34 @@ def _register_auto_classes() -> Undo:
     return when_imported("transformers.models.auto.processing_auto", _register_auto_classes_in)
 
 
+class _DeferredMolmo2Processor:
+    """AutoProcessor's entry for Molmo2: the real class is imported on the first load, because
+    importing it inside install() would take a quarter of install()'s time budget."""
+
+    @classmethod
+    def from_pretrained(cls, *args: Any, **kwargs: Any) -> Any:
+        from .processing.processor import Molmo2Processor
+
+        return Molmo2Processor.from_pretrained(*args, **kwargs)
+
+
+# transformers also looks processors up by class name (processor_class in processor_config.json).
+_DeferredMolmo2Processor.__name__ = _DeferredMolmo2Processor.__qualname__ = "Molmo2Processor"
+
+
 def _register_auto_classes_in(_: Any) -> Undo:
     from transformers import AutoConfig, AutoProcessor
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING
     from transformers.models.auto.processing_auto import PROCESSOR_MAPPING
 
     from .config import Molmo2Config
-    from .processing.processor import Molmo2Processor
 
     had_config = "molmo2" in CONFIG_MAPPING._extra_content
     if not had_config and "molmo2" not in CONFIG_MAPPING:
         AutoConfig.register("molmo2", Molmo2Config)
     had_processor = Molmo2Config in PROCESSOR_MAPPING._extra_content
     if not had_processor:
-        AutoProcessor.register(Molmo2Config, Molmo2Processor, exist_ok=True)
+        AutoProcessor.register(Molmo2Config, _DeferredMolmo2Processor, exist_ok=True)
 
     def undo() -> None:
         if not had_config:

@@ -13,6 +13,7 @@ pytestmark = pytest.mark.engine
 import molmo2_shim  # noqa: E402
 from molmo2_shim import installer  # noqa: E402
 from molmo2_shim.registration import ARCHITECTURE, MODEL_REFERENCE  # noqa: E402
+from golden import CHECKPOINT  # noqa: E402
 
 
 @pytest.fixture
@@ -92,6 +93,25 @@ def test_uninstall_restores_vllm(clean):
     molmo2_shim.install()
     assert molmo2_shim.uninstall() is True
     assert not any(_wrapped_methods().values())
+
+
+def test_transformers_auto_classes_load_molmo2_without_remote_code(clean):
+    from transformers import AutoConfig, AutoProcessor
+
+    from molmo2_shim.config import Molmo2Config
+    from molmo2_shim.processing.processor import Molmo2Processor
+
+    molmo2_shim.install()
+    assert isinstance(AutoConfig.from_pretrained(CHECKPOINT), Molmo2Config)
+    processor = AutoProcessor.from_pretrained(CHECKPOINT)
+    assert type(processor) is Molmo2Processor
+    assert processor.special.patch == AutoConfig.from_pretrained(CHECKPOINT).image_patch_id
+    molmo2_shim.uninstall()
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    if "molmo2" not in CONFIG_MAPPING:  # transformers before 5.x knows no molmo2 of its own
+        with pytest.raises(ValueError):  # the checkpoint ships no code to fall back on
+            AutoConfig.from_pretrained(CHECKPOINT)
 
 
 def test_repeated_install_uninstall_under_threads(clean):
