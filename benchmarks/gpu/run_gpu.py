@@ -191,15 +191,16 @@ def compare(engine_entry: dict, ref: dict) -> dict[str, float | None]:
     return out
 
 
-def report(out: Path, device: str) -> None:
+def report(out: Path, device: str, checkpoint: str) -> None:
     ref = json.loads((out / "reference.json").read_text())
     sides = {s: json.loads((out / f"engine_{s}.json").read_text()) for s in ("shim", "native") if (out / f"engine_{s}.json").is_file()}
     results = {"device": device, "parity": {}, "throughput": {s: e["throughput"] for s, e in sides.items()},
                "startup_s": {s: e["startup_s"] for s, e in sides.items()}}
     for name in PARITY:
         results["parity"][name] = {s: compare(e["parity"][name], ref[name]) for s, e in sides.items()}
-    lines = [f"# Molmo2-4B (random weights) on {device}", "",
-             "Log-prob deviation from transformers' native Molmo2 in float32 (the reference), bf16 engines:", "",
+    lines = [f"# Molmo2 checkpoint {checkpoint} on {device}", "",
+             "Log-prob deviation from transformers' native Molmo2 in float32 (the reference); engines in bf16 "
+             "(float32 with --quick):", "",
              "| prompt | engine | ids equal | last position, top-20 max \\|Δ\\| | whole prompt max \\|Δ\\| | mean \\|Δ\\| |",
              "|---|---|---|---|---|---|"]
     fmt = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731
@@ -242,7 +243,7 @@ def main() -> int:
     elif args.step == "report":
         import torch
 
-        report(args.out, torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu")
+        report(args.out, torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu", args.ckpt.name)
     else:
         me = [sys.executable, __file__, "--ckpt", str(args.ckpt), "--out", str(args.out), "--tp", str(args.tp),
               *(["--quick"] if args.quick else [])]
