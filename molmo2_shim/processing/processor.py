@@ -154,7 +154,10 @@ class Molmo2Processor(ProcessorMixin):
         if videos:
             if len(videos) > 1:
                 raise ValueError("Molmo2 takes at most one video per prompt")
-            video = preprocess_video(videos[0], self.video_config, kwargs.get("video_metadata"))
+            video = preprocess_video(
+                videos[0], self.video_config, kwargs.get("video_metadata"),
+                kwargs.get("do_sample_frames", self.video_config.do_sample_frames),
+            )
             data.update(video.as_dict())
             ids = self.expand_placeholders(
                 ids, self.special.video_placeholder, [video_token_ids(video, self.tokenizer, self.special, self.flags)]

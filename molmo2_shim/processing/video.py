@@ -74,8 +74,15 @@ class ProcessedVideo:
         }
 
 
-def frames_and_timestamps(video: Any, metadata: Any = None) -> tuple[list[Any], list[float]]:
-    """Frames of a video input and the time of each, from vLLM's or transformers' metadata."""
+def frames_and_timestamps(
+    video: Any, metadata: Any = None, cfg: VideoProcessingConfig | None = None, do_sample_frames: bool | None = None
+) -> tuple[list[Any], list[float]]:
+    """The frames Molmo2 sees of a video input, and the time of each.
+
+    Frames arrive either already sampled (the default, as vLLM's loaders return a clip) or as
+    the whole decoded video, flagged by `do_sample_frames` in vLLM's metadata or passed as an
+    argument. The whole video is sampled here by the checkpoint's rule, as the original does.
+    """
     if isinstance(video, tuple) and len(video) == 2 and isinstance(video[1], dict):
         video, metadata = video
     while isinstance(video, list) and len(video) == 1 and getattr(video[0], "ndim", 0) == 4:
@@ -97,8 +104,46 @@ def frames_and_timestamps(video: Any, metadata: Any = None) -> tuple[list[Any], 
     if len(indices) != len(frames):
         raise Molmo2InputError(f"video metadata lists {len(indices)} frame indices for {len(frames)} frames")
     if fps is None or float(fps) <= 0:
-        raise Molmo2InputError("video metadata needs a positive fps to compute the frame timestamps")
-    return frames, [float(i) / float(fps) for i in indices]
+        raise Molmo2InputError(
+            "video metadata needs a positive fps to compute the frame timestamps (vLLM's 'video/jpeg' "
+            "data URIs carry none: send a video file, or frames with {'fps': ..., 'frames_indices': ...})"
+        )
+    fps = float(fps)
+    if cfg is not None:
+        if do_sample_frames is None:
+            do_sample_frames = bool(_meta(metadata, "do_sample_frames"))
+        if do_sample_frames and cfg.do_sample_frames:
+            keep = sample_frame_indices(len(frames), fps, _meta(metadata, "duration"), cfg)
+            frames, indices = [frames[i] for i in keep], [indices[i] for i in keep]
+        if len(frames) > cfg.num_frames:
+            raise Molmo2InputError(
+                f"the video has {len(frames)} frames; this checkpoint takes at most {cfg.num_frames} "
+                "(num_frames in video_preprocessor_config.json). Send fewer frames, or the whole video "
+                "with do_sample_frames=True in its metadata so it is sampled as the original does."
+            )
+    return frames, [float(i) / fps for i in indices]
+
+
+def sample_frame_indices(total: int, fps: float, duration: float | None, cfg: VideoProcessingConfig) -> list[int]:
+    """Positions of the frames the original keeps from a whole video of `total` frames.
+
+    `uniform_last_frame`: frames at `max_fps` plus the last one; a video too long for
+    `num_frames` frames at that rate gets `num_frames` evenly spaced ones instead.
+    """
+    if cfg.frame_sample_mode != "uniform_last_frame":
+        raise Molmo2InputError(
+            f"frame_sample_mode {cfg.frame_sample_mode!r} is not supported by molmo2-shim; send frames "
+            "already sampled (do_sample_frames false)"
+        )
+    if total <= 2:
+        return list(range(total))
+    duration = float(duration) if duration else total / fps
+    if duration > (cfg.num_frames - 1) / cfg.max_fps:
+        return np.linspace(0, total - 1, num=min(cfg.num_frames, total)).astype(int).tolist()
+    picks = np.arange(0.0, total - 1, fps / cfg.max_fps)
+    if np.round(picks[-1]) != total - 1:  # the last frame is always shown
+        picks = np.append(picks, total - 1)
+    return np.round(picks).astype(int).tolist()
 
 
 def _meta(metadata: Any, key: str) -> Any:
@@ -109,10 +154,12 @@ def _meta(metadata: Any, key: str) -> Any:
     return getattr(metadata, key, None)
 
 
-def preprocess_video(video: Any, cfg: VideoProcessingConfig, video_metadata: Any = None, **_: Any) -> ProcessedVideo:
+def preprocess_video(
+    video: Any, cfg: VideoProcessingConfig, video_metadata: Any = None, do_sample_frames: bool | None = None, **_: Any
+) -> ProcessedVideo:
     while isinstance(video_metadata, (list, tuple)):
         video_metadata = video_metadata[0] if video_metadata else None
-    frames, timestamps = frames_and_timestamps(video, video_metadata)
+    frames, timestamps = frames_and_timestamps(video, video_metadata, cfg, do_sample_frames)
     fcfg = cfg.frame
     mode = _RESAMPLE[fcfg.resample]
     resized = [_resize(to_uint8_hwc(f, fcfg.do_convert_rgb), fcfg.crop_size, fcfg.crop_size, mode) for f in frames]
