@@ -32,10 +32,10 @@ except ImportError:  # pragma: no cover - exercised on 0.15+ only
 from .errors import Molmo2InputError
 from .multimodal_ids import IDENTIFIER_PREFIX
 from .processing.image import image_grid_for_size, size_with_most_tokens
-from .processing.layout import insert_bos, num_image_tokens
+from .processing.layout import frame_tokens, insert_bos, num_image_tokens
 from .processing.processor import Molmo2Processor
 from .processing.prompt import NormalizedPrompt, first_difference, normalize_prompt
-from .processing.video import video_tokens_for
+from .processing.video import frames_and_timestamps, video_tokens_for
 
 _REGION_SALT: contextvars.ContextVar[bytes] = contextvars.ContextVar("molmo2_region_salt", default=b"")
 
@@ -176,6 +176,8 @@ class Molmo2MultiModalProcessor(BaseMultiModalProcessor[Molmo2ProcessingInfo]):
         if videos:
             from .processing.video import preprocess_video
 
+            for v in videos:
+                self.check_video_fits(v)
             processed = [preprocess_video(v, proc.video_config) for v in videos]
             data["pixel_values_videos"] = torch.cat([v.pixel_values for v in processed])
             data["video_token_pooling"] = torch.cat([v.token_pooling for v in processed])
@@ -188,6 +190,20 @@ class Molmo2MultiModalProcessor(BaseMultiModalProcessor[Molmo2ProcessingInfo]):
                 stamps[i, : len(v.timestamps)] = torch.tensor(v.timestamps, dtype=torch.float64)
             data["video_timestamps"] = stamps
         return BatchFeature(data)
+
+    def check_video_fits(self, video: Any) -> None:
+        """Refuse a video that cannot fit max_model_len before decoding and resizing its frames
+        (hundreds of frames take seconds of CPU that vLLM's own length check would waste)."""
+        proc = self.info.get_hf_processor()
+        frames, _ = frames_and_timestamps(video, cfg=proc.video_config)
+        per_frame = len(frame_tokens(proc.video_config.frame_grid, proc.special, proc.flags)) + 1  # + timestamp
+        limit = self.info.ctx.model_config.max_model_len
+        if len(frames) * per_frame > limit:
+            raise Molmo2InputError(
+                f"the video's {len(frames)} frames expand to at least {len(frames) * per_frame} tokens "
+                f"({per_frame} per frame), more than max_model_len={limit}. Send fewer frames (vLLM's "
+                "--media-io-kwargs '{\"video\": {\"num_frames\": N}}' for served videos) or raise max_model_len."
+            )
 
     def _hf_processor_applies_updates(self, *args: Any, **kwargs: Any) -> bool:
         # Prompts are normalised in apply() and expanded by vLLM from the placeholders.
