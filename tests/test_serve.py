@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import base64
 import io
+import re
+import tempfile
+from pathlib import Path
 
 import pytest
+from PIL import Image
 
 import golden
 from serve_helpers import vllm_server
@@ -121,6 +125,67 @@ def test_bad_image_gets_4xx_and_the_server_keeps_serving(client, payload):
     name = "one_image_640x480"
     ok = chat(client, golden_messages(name, [png_data_uri(golden.model_case_images(name)[0])]))
     assert ok.choices[0].token_ids == golden.model_case(name)["generate_bidir"].tolist()
+
+
+def lossless_video_uri(frames, fps: float) -> str:
+    """An FFV1/AVI data URI: vLLM's OpenCV loader decodes it to exactly these frames."""
+    import cv2
+
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "clip.avi"
+        height, width = frames.shape[1:3]
+        writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"FFV1"), fps, (width, height))
+        for frame in frames:
+            writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+        writer.release()
+        return "data:video/x-msvideo;base64," + base64.b64encode(path.read_bytes()).decode()
+
+
+def golden_video_messages(url: str) -> list[dict]:
+    name = "video_4f_320x240"
+    text = golden.manifest()["model_cases"][name]["prompt"].split("user\n", 1)[1].split("<|im_end|>")[0]
+    return [{"role": "user", "content": [{"type": "video_url", "video_url": {"url": url}},
+                                         {"type": "text", "text": text}]}]
+
+
+def golden_video_uri() -> str:
+    v = golden.manifest()["model_cases"]["video_4f_320x240"]["sources"]["video"]
+    return lossless_video_uri(golden.synth_video(v["num_frames"], v["width"], v["height"], v["seed"]), v["fps"])
+
+
+def test_served_video_equals_the_original(client):
+    # vLLM reads the whole clip (fewer frames than its 32-frame cap) and marks it for sampling;
+    # the original's rule at max_fps=2 keeps all four frames at 0.0/0.5/1.0/1.5 s.
+    resp = chat(client, golden_video_messages(golden_video_uri()))
+    z = golden.model_case("video_4f_320x240")
+    assert resp.prompt_token_ids == z["input_ids"].tolist()
+    assert resp.choices[0].token_ids == z["generate_bidir"].tolist()
+
+
+def jpeg_frames_uri() -> str:
+    """vLLM's frame-list data URI: JPEG frames and no frame rate, so no timestamps."""
+    frames = []
+    for frame in golden.synth_video(2, 32, 24, 5):
+        buf = io.BytesIO()
+        Image.fromarray(frame).save(buf, format="JPEG")
+        frames.append(base64.b64encode(buf.getvalue()).decode())
+    return "data:video/jpeg;base64," + ",".join(frames)
+
+
+@pytest.mark.parametrize("make_url, reason", [
+    (lambda: "data:video/x-msvideo;base64," + base64.b64encode(b"RIFF not a video").decode(), r"(?i)video"),
+    (lambda: "data:video/jpeg;base64,", r"(?i)image|video"),
+    (jpeg_frames_uri, r"positive fps"),
+], ids=["undecodable", "no_frames", "frames_without_fps"])
+def test_bad_video_gets_4xx_and_the_server_keeps_serving(client, make_url, reason):
+    import openai
+
+    with pytest.raises(openai.APIStatusError) as exc:
+        chat(client, golden_video_messages(make_url()))
+    assert 400 <= exc.value.status_code < 500
+    assert re.search(reason, str(exc.value)), str(exc.value)
+    ok = chat(client, golden_video_messages(golden_video_uri()))
+    assert ok.choices[0].token_ids == golden.model_case("video_4f_320x240")["generate_bidir"].tolist()
 
 
 def test_server_runs_the_shim_through_the_entry_point(server):
