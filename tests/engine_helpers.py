@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
@@ -24,6 +25,24 @@ def engine_kwargs(**overrides: Any) -> dict[str, Any]:
     )
     kw.update(overrides)
     return kw
+
+
+def in_process_llm(**overrides: Any) -> Any:
+    """An engine built in this process, as verl's external_launcher builds it (no engine-core
+    child), with the shim installed; vLLM reads the switch only while the engine is built."""
+    import molmo2_shim
+    from vllm import LLM
+
+    molmo2_shim.install()
+    previous = os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING")
+    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+    try:
+        return LLM(**engine_kwargs(enable_prefix_caching=True, **overrides))
+    finally:
+        if previous is None:
+            os.environ.pop("VLLM_ENABLE_V1_MULTIPROCESSING", None)
+        else:
+            os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = previous
 
 
 def golden_request(name: str) -> dict[str, Any]:

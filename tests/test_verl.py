@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import golden
-from engine_helpers import engine_kwargs
+from engine_helpers import in_process_llm
 
 pytestmark = pytest.mark.engine
 
@@ -43,19 +43,7 @@ def test_external_lib_import_alone_builds_an_in_process_engine():
 
 @pytest.fixture(scope="module")
 def rollout_llm():
-    import molmo2_shim
-    from vllm import LLM
-
-    molmo2_shim.install()
-    previous = os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING")
-    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
-    try:
-        engine = LLM(**engine_kwargs(enable_prefix_caching=True, max_logprobs=20))
-    finally:
-        if previous is None:
-            os.environ.pop("VLLM_ENABLE_V1_MULTIPROCESSING", None)
-        else:
-            os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = previous
+    engine = in_process_llm(max_logprobs=20)
     yield engine
     del engine
 

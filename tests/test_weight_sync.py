@@ -8,7 +8,6 @@ or in buckets (verl main).
 
 from __future__ import annotations
 
-import os
 import random
 from typing import Iterator
 
@@ -17,7 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 import golden
-from engine_helpers import assert_matches_golden, engine_kwargs, full_logprob_params, golden_request
+from engine_helpers import assert_matches_golden, full_logprob_params, golden_request, in_process_llm
 
 pytestmark = [pytest.mark.engine, pytest.mark.model]
 
@@ -26,19 +25,7 @@ CASES = ["text_only", "one_image_640x480", "two_images_300x200_500x800"]
 
 @pytest.fixture(scope="module")
 def dummy_llm():
-    import molmo2_shim
-    from vllm import LLM
-
-    molmo2_shim.install()
-    previous = os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING")
-    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # verl's external_launcher runs in-process
-    try:
-        engine = LLM(**engine_kwargs(load_format="dummy", enable_prefix_caching=True))
-    finally:
-        if previous is None:
-            os.environ.pop("VLLM_ENABLE_V1_MULTIPROCESSING", None)
-        else:
-            os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = previous
+    engine = in_process_llm(load_format="dummy")
     yield engine
     del engine
 
