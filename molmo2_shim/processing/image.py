@@ -195,31 +195,32 @@ def _resize(hwc: torch.Tensor, height: int, width: int, mode: InterpolationMode)
 def _patch_view(canvas: torch.Tensor, rows: int, cols: int, cfg: ImageProcessingConfig) -> torch.Tensor:
     """rows x cols crops at stride `window_size`, as patches, without copying.
 
-    Shape [rows*cols, patches_per_crop, patch, patch, 3] viewed in the original's element
-    order: crops row-major, patches row-major, inside a patch (py, px, channel).
+    Shape [rows, cols, n, n, patch, patch, 3] (n = patches per crop side) viewed in the
+    original's element order: crops row-major, patches row-major, inside a patch (py, px,
+    channel). Flattening it would copy; callers copy it once into a buffer of that shape.
     """
     canvas = canvas.contiguous()
     sh, sw, sc = canvas.stride()
     p, n, step = cfg.patch_size, cfg.crop_patches, cfg.window_size
-    view = canvas.as_strided(
+    return canvas.as_strided(
         size=(rows, cols, n, n, p, p, 3),
         stride=(step * sh, step * sw, p * sh, p * sw, sh, sw, sc),
     )
-    return view.flatten(0, 1).flatten(1, 2)
 
 
 def _patchify(canvases: list[tuple[torch.Tensor, int, int]], cfg: ImageProcessingConfig) -> torch.Tensor:
     """All crops of several canvases as float32 [crops, patches_per_crop, patch*patch*3].
 
-    One output buffer, filled straight from the strided crop views: the uint8 -> float32
-    conversion happens in that single copy (fresh multi-megabyte buffers cost page faults).
+    One output buffer, filled straight from the strided crop views in a single copy (fresh
+    multi-megabyte buffers cost page faults).
     """
     total = sum(r * c for _, r, c in canvases)
     p = cfg.patch_size
+    n = cfg.crop_patches
     out = torch.empty((total, cfg.patches_per_crop, p, p, 3), dtype=torch.float32)
     at = 0
     for canvas, rows, cols in canvases:
-        out[at:at + rows * cols].copy_(_patch_view(canvas, rows, cols, cfg))
+        out[at:at + rows * cols].view(rows, cols, n, n, p, p, 3).copy_(_patch_view(canvas, rows, cols, cfg))
         at += rows * cols
     return out.view(total, cfg.patches_per_crop, p * p * 3)
 
