@@ -32,7 +32,7 @@ except ImportError:  # pragma: no cover - exercised on 0.15+ only
 from .errors import Molmo2InputError
 from .multimodal_ids import IDENTIFIER_PREFIX
 from .processing.image import image_grid_for_size, size_with_most_tokens
-from .processing.layout import frame_tokens, insert_bos, num_image_tokens
+from .processing.layout import frame_prefix, frame_tokens, insert_bos, num_image_tokens
 from .processing.processor import Molmo2Processor
 from .processing.prompt import NormalizedPrompt, first_difference, normalize_prompt
 from .processing.video import frames_and_timestamps, video_tokens_for
@@ -82,8 +82,11 @@ class Molmo2ProcessingInfo(BaseProcessingInfo):
 
     def get_num_frames_with_most_features(self, seq_len: int) -> int:
         proc = self.get_hf_processor()
-        per_frame = proc.video_config.tokens_per_frame + 8  # frame tokens plus timestamp text
-        return max(1, min(proc.video_config.num_frames, seq_len // per_frame))
+        cfg = proc.video_config
+        block = len(frame_tokens(cfg.frame_grid, proc.special, proc.flags))
+        # The longest timestamp text, that of the last frame the limits allow.
+        stamp = len(proc.tokenize(frame_prefix(1, cfg.num_frames / cfg.max_fps)))
+        return max(1, min(cfg.num_frames, seq_len // (block + stamp)))
 
 
 class ProfilingData(dict):
