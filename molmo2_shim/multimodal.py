@@ -32,10 +32,10 @@ except ImportError:  # pragma: no cover - exercised on 0.15+ only
 from .errors import Molmo2InputError
 from .multimodal_ids import IDENTIFIER_PREFIX
 from .processing.image import image_grid_for_size, size_with_most_tokens
-from .processing.layout import frame_prefix, frame_tokens, insert_bos, num_image_tokens
+from .processing.layout import frame_prefix, insert_bos, num_image_tokens
 from .processing.processor import Molmo2Processor
 from .processing.prompt import NormalizedPrompt, first_difference, normalize_prompt
-from .processing.video import frames_and_timestamps, video_tokens_for
+from .processing.video import frame_block_length, frames_and_timestamps, video_tokens_for
 
 _REGION_SALT: contextvars.ContextVar[bytes] = contextvars.ContextVar("molmo2_region_salt", default=b"")
 
@@ -83,7 +83,7 @@ class Molmo2ProcessingInfo(BaseProcessingInfo):
     def get_num_frames_with_most_features(self, seq_len: int) -> int:
         proc = self.get_hf_processor()
         cfg = proc.video_config
-        block = len(frame_tokens(cfg.frame_grid, proc.special, proc.flags))
+        block = frame_block_length(cfg, proc.special, proc.flags)
         # The longest timestamp text, that of the last frame the limits allow.
         stamp = len(proc.tokenize(frame_prefix(1, cfg.num_frames / cfg.max_fps)))
         return max(1, min(cfg.num_frames, seq_len // (block + stamp)))
@@ -177,11 +177,13 @@ class Molmo2MultiModalProcessor(BaseMultiModalProcessor[Molmo2ProcessingInfo]):
             data["image_num_pooled_patches"] = torch.tensor([im.token_pooling.shape[0] for im in batch.images])
         videos = mm_data.get("videos") or []
         if videos:
-            from .processing.video import preprocess_video
+            from .processing.video import preprocess_frames
 
+            processed = []
             for v in videos:
-                self.check_video_fits(v)
-            processed = [preprocess_video(v, proc.video_config) for v in videos]
+                frames, timestamps = frames_and_timestamps(v, cfg=proc.video_config)
+                self.check_video_fits(len(frames))
+                processed.append(preprocess_frames(frames, timestamps, proc.video_config))
             data["pixel_values_videos"] = torch.cat([v.pixel_values for v in processed])
             data["video_token_pooling"] = torch.cat([v.token_pooling for v in processed])
             data["video_grids"] = torch.tensor([v.grid for v in processed], dtype=torch.int64)
@@ -194,16 +196,15 @@ class Molmo2MultiModalProcessor(BaseMultiModalProcessor[Molmo2ProcessingInfo]):
             data["video_timestamps"] = stamps
         return BatchFeature(data)
 
-    def check_video_fits(self, video: Any) -> None:
-        """Refuse a video that cannot fit max_model_len before decoding and resizing its frames
-        (hundreds of frames take seconds of CPU that vLLM's own length check would waste)."""
+    def check_video_fits(self, num_frames: int) -> None:
+        """Refuse a video that cannot fit max_model_len before resizing its frames (hundreds of
+        frames take seconds of CPU that vLLM's own length check would waste)."""
         proc = self.info.get_hf_processor()
-        frames, _ = frames_and_timestamps(video, cfg=proc.video_config)
-        per_frame = len(frame_tokens(proc.video_config.frame_grid, proc.special, proc.flags)) + 1  # + timestamp
+        per_frame = frame_block_length(proc.video_config, proc.special, proc.flags) + 1  # + timestamp
         limit = self.info.ctx.model_config.max_model_len
-        if len(frames) * per_frame > limit:
+        if num_frames * per_frame > limit:
             raise Molmo2InputError(
-                f"the video's {len(frames)} frames expand to at least {len(frames) * per_frame} tokens "
+                f"the video's {num_frames} frames expand to at least {num_frames * per_frame} tokens "
                 f"({per_frame} per frame), more than max_model_len={limit}. Send fewer frames (vLLM's "
                 "--media-io-kwargs '{\"video\": {\"num_frames\": N}}' for served videos) or raise max_model_len."
             )

@@ -63,26 +63,21 @@ def test_whole_video_is_sampled_at_max_fps_with_the_last_frame(processor, total,
     assert timestamps_in_prompt(processor, out) == stamps
 
 
-def test_long_video_gets_num_frames_evenly_spaced(processor):
-    cfg = dataclasses.replace(processor.video_config, num_frames=4)
-    original = processor.video_config
-    processor.video_config = cfg
-    try:
-        # 10 frames at 1 fps last 10 s > (4 - 1) / 2 s: linspace(0, 9, 4) -> 0, 3, 6, 9.
-        out = processor(text="<|video|>", videos=[numbered_frames(10)], video_metadata={"fps": 1.0},
-                        do_sample_frames=True)
-        assert kept_frames(out) == [0, 3, 6, 9]
-        assert timestamps_in_prompt(processor, out) == ["0.0", "3.0", "6.0", "9.0"]
-        # 16 frames at 1 fps: linspace(0, 15, 4) = 0, 5, 10, 15.
-        out = processor(text="<|video|>", videos=[numbered_frames(16)], video_metadata={"fps": 1.0},
-                        do_sample_frames=True)
-        assert kept_frames(out) == [0, 5, 10, 15]
-        # Already-sampled frames over the limit are refused, not silently cut.
-        with pytest.raises(Molmo2InputError, match="at most 4"):
-            processor(text="<|video|>", videos=[numbered_frames(5)], video_metadata={"fps": 1.0},
-                      do_sample_frames=False)
-    finally:
-        processor.video_config = original
+def test_long_video_gets_num_frames_evenly_spaced(processor, monkeypatch):
+    monkeypatch.setattr(processor, "video_config", dataclasses.replace(processor.video_config, num_frames=4))
+    # 10 frames at 1 fps last 10 s > (4 - 1) / 2 s: linspace(0, 9, 4) -> 0, 3, 6, 9.
+    out = processor(text="<|video|>", videos=[numbered_frames(10)], video_metadata={"fps": 1.0},
+                    do_sample_frames=True)
+    assert kept_frames(out) == [0, 3, 6, 9]
+    assert timestamps_in_prompt(processor, out) == ["0.0", "3.0", "6.0", "9.0"]
+    # 16 frames at 1 fps: linspace(0, 15, 4) = 0, 5, 10, 15.
+    out = processor(text="<|video|>", videos=[numbered_frames(16)], video_metadata={"fps": 1.0},
+                    do_sample_frames=True)
+    assert kept_frames(out) == [0, 5, 10, 15]
+    # Already-sampled frames over the limit are refused, not silently cut.
+    with pytest.raises(Molmo2InputError, match="at most 4"):
+        processor(text="<|video|>", videos=[numbered_frames(5)], video_metadata={"fps": 1.0},
+                  do_sample_frames=False)
 
 
 def test_presampled_frames_are_kept_as_given(processor):
@@ -93,12 +88,8 @@ def test_presampled_frames_are_kept_as_given(processor):
     assert timestamps_in_prompt(processor, out) == ["0.0", "1.0", "1.5", "3.0"]
 
 
-def test_the_checkpoint_can_turn_sampling_off(processor):
-    original = processor.video_config
-    processor.video_config = dataclasses.replace(original, do_sample_frames=False)
-    try:
-        out = processor(text="<|video|>", videos=[numbered_frames(20)], video_metadata={"fps": 30.0},
-                        do_sample_frames=True)
-        assert kept_frames(out) == list(range(20))
-    finally:
-        processor.video_config = original
+def test_the_checkpoint_can_turn_sampling_off(processor, monkeypatch):
+    monkeypatch.setattr(processor, "video_config", dataclasses.replace(processor.video_config, do_sample_frames=False))
+    out = processor(text="<|video|>", videos=[numbered_frames(20)], video_metadata={"fps": 30.0},
+                    do_sample_frames=True)
+    assert kept_frames(out) == list(range(20))

@@ -53,10 +53,6 @@ class VideoProcessingConfig:
         ph, pw = self.frame.pooling_size
         return -(-n // ph), -(-n // pw)
 
-    @property
-    def tokens_per_frame(self) -> int:
-        rows, cols = self.frame_grid
-        return rows * cols
 
 
 @dataclass
@@ -159,18 +155,26 @@ def preprocess_video(
 ) -> ProcessedVideo:
     while isinstance(video_metadata, (list, tuple)):
         video_metadata = video_metadata[0] if video_metadata else None
-    frames, timestamps = frames_and_timestamps(video, video_metadata, cfg, do_sample_frames)
+    return preprocess_frames(*frames_and_timestamps(video, video_metadata, cfg, do_sample_frames), cfg)
+
+
+def preprocess_frames(frames: Sequence[Any], timestamps: list[float], cfg: VideoProcessingConfig) -> ProcessedVideo:
+    """Pixels and pooling indices of the frames frames_and_timestamps chose (at least one)."""
     fcfg = cfg.frame
     mode = _RESAMPLE[fcfg.resample]
     resized = [_resize(to_uint8_hwc(f, fcfg.do_convert_rgb), fcfg.crop_size, fcfg.crop_size, mode) for f in frames]
-    from_uint8 = bool(resized) and resized[0].dtype == torch.uint8
-    pixels = _normalize_(_patchify([(r, 1, 1) for r in resized], fcfg), from_uint8, fcfg)
+    pixels = _normalize_(_patchify([(r, 1, 1) for r in resized], fcfg), resized[0].dtype == torch.uint8, fcfg)
     n = fcfg.crop_patches
     per_frame = pool_windows(torch.arange(n * n).reshape(n, n), *fcfg.pooling_size)
     offsets = torch.arange(len(frames)).repeat_interleave(per_frame.shape[0])[:, None] * fcfg.patches_per_crop
     pooling = torch.where(per_frame.repeat(len(frames), 1) >= 0, per_frame.repeat(len(frames), 1) + offsets, -1)
     rows, cols = cfg.frame_grid
     return ProcessedVideo(pixels, pooling.to(torch.int64), (len(frames), rows, cols), timestamps)
+
+
+def frame_block_length(cfg: VideoProcessingConfig, special: SpecialTokenIds, flags: LayoutFlags) -> int:
+    """Tokens of one frame's block, without its timestamp text."""
+    return len(frame_tokens(cfg.frame_grid, special, flags))
 
 
 def video_token_ids(video: ProcessedVideo, tokenizer: Any, special: SpecialTokenIds, flags: LayoutFlags) -> list[int]:
