@@ -30,9 +30,10 @@ def worker(args: argparse.Namespace) -> None:
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     sys.path.insert(0, str(REPO / "tests"))
+    from vllm import LLM, SamplingParams
+
     import golden
     import molmo2_shim
-    from vllm import LLM, SamplingParams
 
     status = molmo2_shim.install()
     llm = LLM(model=str(golden.CHECKPOINT), dtype="float32", enforce_eager=True, max_model_len=4096,

@@ -20,14 +20,12 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
 import golden  # noqa: E402
-
 from molmo2_shim.processing.image import ImageProcessingConfig, preprocess_image  # noqa: E402
 
 SIZES = [(378, 378), (640, 480), (480, 640), (1024, 768), (1920, 1080), (100, 2000), (2000, 100)]
@@ -81,8 +79,12 @@ def main(argv: list[str] | None = None) -> int:
         identical = diff is not None and diff <= HF_ULP
         t_ours, t_ref = [], []
         for _ in range(rounds):
-            start = time.perf_counter(); run_ours(image, cfg); t_ours.append(time.perf_counter() - start)
-            start = time.perf_counter(); run_reference(image, ref); t_ref.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            run_ours(image, cfg)
+            t_ours.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            run_reference(image, ref)
+            t_ref.append(time.perf_counter() - start)
         ours, theirs = statistics.median(t_ours), statistics.median(t_ref)
         rows.append({"size": f"{w}x{h}", "crops": int(ours_out[0].shape[0]), "shim_ms": ours * 1e3,
                      "reference_ms": theirs * 1e3, "speedup": theirs / ours, "identical": identical,

@@ -7,6 +7,7 @@ or nothing at all: the `vllm.general_plugins` entry point calls install() in eve
 process. Importing this package is cheap: no torch, no vLLM, no model code.
 """
 
+from .activation.installer import InstallStatus, install, status, uninstall
 from .errors import (
     InvalidVLLMVersionError,
     Molmo2InputError,
@@ -15,7 +16,6 @@ from .errors import (
     UnsupportedVLLMVersionError,
     VLLMNotInstalledError,
 )
-from .installer import InstallStatus, install, status, uninstall
 
 __version__ = "0.1.0"
 

@@ -4,6 +4,6 @@ For verl's `actor_rollout_ref.model.external_lib=molmo2_shim.auto` and
 `VERL_USE_EXTERNAL_MODULES=molmo2_shim.auto`, which import a module and call nothing.
 """
 
-from .installer import install
+from .activation.installer import install
 
 STATUS = install(automatic=True)

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import logging
 
+from .activation.installer import install
 from .errors import UnsupportedVLLMVersionError
-from .installer import install
 
 logger = logging.getLogger("molmo2_shim")
 

@@ -1,12 +1,9 @@
 """Per-vLLM-version code, installed as molmo2_shim.patches (never as a top-level `patches`).
 
-One folder per vLLM API generation; compat_matrix.yaml maps version ranges to a folder. Each
-folder's __init__ exposes:
-
-* `changes()`: the reversible changes install() applies, in order;
-* `model_class()`: the Molmo2ForConditionalGeneration class for that generation (a thin
-  subclass of molmo2_shim.model.base.Molmo2Base; the model math lives there, once).
-
-Wrappers that several generations share live in the modules next to this file; each starts
-with what it changes, why, the versions it applies to and when it can go.
+catalog.py lists every place the shim touches vLLM, with the patch sets that use each entry;
+compat_matrix.yaml (next to this folder) maps vLLM versions to patch sets. The modules next to
+this file hold the wrappers and registry entries several patch sets share; each folder
+(v0_11_0, v0_11_1, v0_13, v0_22) holds the thin model adapter of one vLLM API generation
+(method names and class attributes that version's runner expects), over the model math in
+molmo2_shim.model. patches/README.md is the catalog in readable form (generated).
 """

@@ -30,8 +30,9 @@ def engine_kwargs(**overrides: Any) -> dict[str, Any]:
 def in_process_llm(**overrides: Any) -> Any:
     """An engine built in this process, as verl's external_launcher builds it (no engine-core
     child), with the shim installed; vLLM reads the switch only while the engine is built."""
-    import molmo2_shim
     from vllm import LLM
+
+    import molmo2_shim
 
     molmo2_shim.install()
     previous = os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING")

@@ -59,9 +59,10 @@ def test_architecture_not_known_in_a_process_without_the_shim():
 
 @pytest.fixture(scope="module")
 def vllm_processor():
-    import molmo2_shim
     from vllm.config import ModelConfig
     from vllm.multimodal import MULTIMODAL_REGISTRY
+
+    import molmo2_shim
 
     molmo2_shim.install()
     config = ModelConfig(model=str(golden.CHECKPOINT), tokenizer=str(golden.CHECKPOINT), max_model_len=4096,

@@ -28,8 +28,9 @@ MODEL_CASES = ["text_only", "one_image_640x480", "two_images_300x200_500x800", "
 
 @pytest.fixture(scope="module")
 def llm():
-    import molmo2_shim
     from vllm import LLM
+
+    import molmo2_shim
 
     molmo2_shim.install()
     engine = LLM(**engine_kwargs(enable_prefix_caching=True))

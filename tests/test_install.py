@@ -11,9 +11,9 @@ import pytest
 pytestmark = pytest.mark.engine
 
 import molmo2_shim  # noqa: E402
-from molmo2_shim import installer  # noqa: E402
-from molmo2_shim.registration import ARCHITECTURE, MODEL_REFERENCE  # noqa: E402
 from golden import CHECKPOINT  # noqa: E402
+from molmo2_shim.activation import installer  # noqa: E402
+from molmo2_shim.engine.identifiers import ARCHITECTURE, MODEL_REFERENCE  # noqa: E402
 
 
 @pytest.fixture
@@ -98,7 +98,7 @@ def test_uninstall_restores_vllm(clean):
 def test_transformers_auto_classes_load_molmo2_without_remote_code(clean):
     from transformers import AutoConfig, AutoProcessor
 
-    from molmo2_shim.config import Molmo2Config
+    from molmo2_shim.processing.config import Molmo2Config
     from molmo2_shim.processing.processor import Molmo2Processor
 
     molmo2_shim.install()
@@ -145,15 +145,14 @@ def test_unsupported_vllm_leaves_nothing_patched(clean, monkeypatch):
 
 
 def test_a_failing_change_rolls_back_the_others(clean, monkeypatch):
-    from molmo2_shim.patching import Action
+    from molmo2_shim.patches import catalog
 
-    module = installer.patch_set_module(installer.lookup(installer.vllm_version()).row.patch_set)
-    original = module.changes
-
-    def broken() -> None:
+    def broken(module) -> None:
         raise RuntimeError("simulated failure inside a patch")
 
-    monkeypatch.setattr(module, "changes", lambda: [*original(), Action("broken", broken)])
+    every_set = tuple(catalog.PATCH_SETS)
+    failing = catalog.Entry("broken", catalog.REGISTRY, "vllm", every_set, why="", upstream="", remove_when="", apply=broken)
+    monkeypatch.setattr(catalog, "CATALOG", [*catalog.CATALOG, failing])
     before = _registered()
     with pytest.raises(molmo2_shim.PatchError, match="broken"):
         molmo2_shim.install()

@@ -42,8 +42,9 @@ def variant(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def llm(variant):
-    import molmo2_shim
     from vllm import LLM
+
+    import molmo2_shim
 
     molmo2_shim.install()
     # A short context, so the profiling video is cut to what fits (and must fit).

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from molmo2_shim.activation.matrix import NATIVE, SUPPORTED, UNSUPPORTED, load_matrix, lookup
 from molmo2_shim.errors import InvalidVLLMVersionError, UnsupportedVLLMVersionError
-from molmo2_shim.matrix import NATIVE, SUPPORTED, UNSUPPORTED, load_matrix, lookup
 
 SUPPORTED_CASES = {
     "0.11.0": "0.11.0",
@@ -76,9 +76,12 @@ def test_every_patch_set_named_in_the_matrix_exists():
     import importlib.util
     from pathlib import Path
 
+    from molmo2_shim.patches.catalog import patch_set
+
     for row in load_matrix():
         if row.patch_set:
-            spec = importlib.util.find_spec(f"molmo2_shim.patches.{row.patch_set}")
+            model_module, _, model_class = patch_set(row.patch_set).model.partition(":")
+            spec = importlib.util.find_spec(model_module)
             assert spec is not None and spec.origin, row.patch_set
-            defined = {n.name for n in ast.parse(Path(spec.origin).read_text()).body if isinstance(n, ast.FunctionDef)}
-            assert {"changes", "model_class"} <= defined, row.patch_set
+            defined = {n.name for n in ast.parse(Path(spec.origin).read_text()).body if isinstance(n, ast.ClassDef)}
+            assert model_class in defined, row.patch_set

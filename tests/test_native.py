@@ -16,7 +16,7 @@ pytestmark = [pytest.mark.engine, pytest.mark.native]
 def _row_status() -> str:
     import vllm
 
-    from molmo2_shim.matrix import lookup
+    from molmo2_shim.activation.matrix import lookup
 
     return lookup(vllm.__version__).row.status
 
@@ -30,8 +30,9 @@ def only_on_native_rows():
 def test_stands_down_and_registers_no_model(caplog):
     import logging
 
-    import molmo2_shim
     from vllm.model_executor.models import ModelRegistry
+
+    import molmo2_shim
 
     molmo2_shim.uninstall()
     with caplog.at_level(logging.INFO, logger="molmo2_shim"):
@@ -44,8 +45,9 @@ def test_stands_down_and_registers_no_model(caplog):
 
 @pytest.fixture(scope="module")
 def native_llm():
-    import molmo2_shim
     from vllm import LLM
+
+    import molmo2_shim
 
     molmo2_shim.install()
     engine = LLM(**engine_kwargs())  # no trust_remote_code: the checkpoint has no .py files

@@ -19,7 +19,7 @@ def override_llm():
     import vllm
 
     import molmo2_shim
-    from molmo2_shim.matrix import lookup
+    from molmo2_shim.activation.matrix import lookup
 
     row = lookup(vllm.__version__).row
     if row.status != "native" or not row.patch_set:

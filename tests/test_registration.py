@@ -78,7 +78,8 @@ def test_registry_inspection_child_resolves_the_shim_class(setup):
 
 def test_registered_module_name_does_not_collide_with_vllm_models():
     import vllm.model_executor.models as models_pkg
-    from molmo2_shim.registration import MODEL_REFERENCE
+
+    from molmo2_shim.engine.identifiers import MODEL_REFERENCE
 
     leaf = MODEL_REFERENCE.split(":")[0].rsplit(".", 1)[-1]
     assert not (os.path.exists(os.path.join(os.path.dirname(models_pkg.__file__), leaf + ".py")))

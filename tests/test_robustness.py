@@ -27,8 +27,9 @@ def test_the_suite_is_big_enough():
 
 @pytest.fixture(scope="module")
 def llm():
-    import molmo2_shim
     from vllm import LLM
+
+    import molmo2_shim
 
     molmo2_shim.install()
     engine = LLM(**engine_kwargs(max_model_len=2048, max_num_batched_tokens=2048, limit_mm_per_prompt={"image": 2, "video": 1}))

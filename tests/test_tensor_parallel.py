@@ -16,8 +16,9 @@ CASES = ["text_only", "one_image_640x480", "two_images_300x200_500x800"]
 
 @pytest.fixture(scope="module")
 def tp_llm():
-    import molmo2_shim
     from vllm import LLM
+
+    import molmo2_shim
 
     molmo2_shim.install()
     saved = {k: os.environ.get(k) for k in ("VLLM_CPU_OMP_THREADS_BIND", "VLLM_ALLOW_INSECURE_SERIALIZATION")}

@@ -9,7 +9,7 @@ or in buckets (verl main).
 from __future__ import annotations
 
 import random
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 import torch

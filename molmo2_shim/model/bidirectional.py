@@ -9,21 +9,23 @@ RL shows up as a gap between rollout and trainer log-probs.
 So after vLLM's attention has run (and written the KV cache), the rows of multimodal queries
 are recomputed with the original mask over the keys of the same step and written over vLLM's
 output. This is exact when a request's whole multimodal region, from position 0 on, is
-computed in one step. The scheduler patches of each patch set make that the case: a prefix
-cache hit either covers the whole region or is dropped, and the region is never split across
-prefill chunks (see patches/*/scheduling.py). When a request breaks that rule anyway (a
-region larger than max_num_batched_tokens), its rows keep vLLM's causal result and a warning
-says which setting removes the deviation.
+computed in one step. The scheduler patches (molmo2_shim.patches.scheduling, rules in
+molmo2_shim.engine.scheduling) make that the case: a prefix cache hit either covers the whole
+region or is dropped, and the region is never split across prefill chunks. When a request
+breaks that rule anyway (a region larger than max_num_batched_tokens), its rows keep vLLM's
+causal result and a warning says which setting removes the deviation.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
+
+from ..engine.features import query_start_loc
 
 logger = logging.getLogger("molmo2_shim")
 
@@ -185,31 +187,13 @@ class BidirectionalPrefill:
 
 def _request_spans(positions: torch.Tensor) -> list[tuple[int, int]]:
     """Per-request [start, end) in the flat batch, from the attention metadata when present."""
-    qsl = _query_start_loc(int(positions.shape[0]))
+    qsl = query_start_loc(int(positions.shape[0]))
     if qsl is not None:
         return [(int(a), int(b)) for a, b in zip(qsl[:-1], qsl[1:]) if b > a]
     # A request restarts where positions stop increasing by one.
     breaks = torch.nonzero(positions[1:] != positions[:-1] + 1).squeeze(1) + 1
     edges = [0, *breaks.tolist(), int(positions.shape[0])]
     return list(zip(edges[:-1], edges[1:]))
-
-
-def _query_start_loc(num_tokens: int) -> list[int] | None:
-    try:
-        from vllm.forward_context import get_forward_context
-
-        meta: Any = get_forward_context().attn_metadata
-    except Exception:  # no forward context (e.g. a unit test calling the model directly)
-        return None
-    if isinstance(meta, dict):
-        meta = next(iter(meta.values()), None)
-    for name in ("query_start_loc_cpu", "query_start_loc"):
-        qsl = getattr(meta, name, None)
-        if isinstance(qsl, torch.Tensor) and qsl.numel() >= 2:
-            values = qsl.tolist()
-            if values[0] == 0 and values[-1] == num_tokens:
-                return values
-    return None
 
 
 # The plan of the step being computed, if it has multimodal rows (one engine per process).

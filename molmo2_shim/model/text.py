@@ -8,7 +8,7 @@ mask among multimodal tokens (see bidirectional.py).
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any
 
 import torch
 from torch import nn
@@ -27,9 +27,9 @@ from vllm.model_executor.layers.vocab_parallel_embedding import VocabParallelEmb
 from vllm.model_executor.models.utils import make_empty_intermediate_tensors_factory, make_layers
 from vllm.sequence import IntermediateTensors
 
-from ..config import text_config_of
+from ..engine.features import attention_class, make_rope
+from ..processing.config import text_config_of
 from .bidirectional import bidirectional_prefill
-from .vllm_compat import Attention, make_rope
 
 
 class TextAttention(nn.Module):
@@ -61,7 +61,7 @@ class TextAttention(nn.Module):
         self.rotary_emb = make_rope(
             self.head_dim, cfg.max_position_embeddings, cfg.rope_theta, cfg.rope_scaling if scaled else None
         )
-        self.attn = Attention(
+        self.attn = attention_class()(
             self.num_heads, self.head_dim, self.scale, num_kv_heads=self.num_kv_heads,
             cache_config=cache_config, quant_config=quant_config, prefix=f"{prefix}.attn",
         )
@@ -184,6 +184,3 @@ class TextModel(nn.Module):
             carried = residual if residual is not None else torch.zeros_like(x)
             return IntermediateTensors({"hidden_states": x, "residual": carried})
         return self.norm(x) if residual is None else self.norm(x, residual)[0]
-
-    def layer_index_range(self) -> Iterable[int]:
-        return range(self.start_layer, self.end_layer)

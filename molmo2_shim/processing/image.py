@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -47,7 +47,7 @@ class ImageProcessingConfig:
     do_convert_rgb: bool = True
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ImageProcessingConfig":
+    def from_dict(cls, d: dict[str, Any]) -> ImageProcessingConfig:
         size = d.get("size") or {}
         crop = size.get("height", cls.crop_size)
         if size.get("width", crop) != crop:
@@ -312,10 +312,6 @@ def preprocess_image(image: Any, cfg: ImageProcessingConfig) -> ProcessedImage:
     pixels = _normalize_(_patchify([(low_res, 1, 1), (canvas, rows, cols)], cfg), hwc.dtype == torch.uint8, cfg)
     pooling, grid = pooling_layout(rows, cols, cfg)
     return ProcessedImage(pixel_values=pixels, token_pooling=pooling.clone(), grid=grid)
-
-
-def preprocess_images(images: Sequence[Any], cfg: ImageProcessingConfig) -> list[ProcessedImage]:
-    return [preprocess_image(im, cfg) for im in images]
 
 
 def size_with_most_tokens(cfg: ImageProcessingConfig, count_tokens: Any) -> tuple[int, int, int]:

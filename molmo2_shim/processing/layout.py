@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 IMAGE_PLACEHOLDER = "<|image|>"
 VIDEO_PLACEHOLDER = "<|video|>"
@@ -54,7 +55,7 @@ class SpecialTokenIds:
     bos: int
 
     @classmethod
-    def from_tokenizer(cls, tokenizer: Any) -> "SpecialTokenIds":
+    def from_tokenizer(cls, tokenizer: Any) -> SpecialTokenIds:
         vocab = tokenizer.get_vocab()
         missing = [s for s in TOKEN_STRINGS.values() if s not in vocab]
         if missing:
@@ -86,7 +87,7 @@ class LayoutFlags:
     use_frame_special_tokens: bool = False
 
     @classmethod
-    def from_checkpoint(cls, model_dir: str | Path, config: Any = None) -> "LayoutFlags":
+    def from_checkpoint(cls, model_dir: str | Path, config: Any = None) -> LayoutFlags:
         path = Path(model_dir) / "processor_config.json"
         data = json.loads(path.read_text()) if path.is_file() else {}
         values = {f.name: data[f.name] for f in fields(cls) if f.name in data}

@@ -8,11 +8,11 @@ image_token_pooling with per-image local indices, image_grids, image_num_crops).
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-import numpy as np
 import torch
 from transformers import AutoTokenizer, BatchFeature, ProcessorMixin
 
@@ -24,7 +24,7 @@ from .layout import (
     insert_bos,
     mm_token_mask,
 )
-from .video import VideoProcessingConfig, ProcessedVideo, preprocess_video, video_token_ids
+from .video import VideoProcessingConfig, preprocess_video, video_token_ids
 
 
 @dataclass
@@ -87,7 +87,7 @@ class Molmo2Processor(ProcessorMixin):
         return f"Molmo2Processor(flags={self.flags}, image={self.image_config}, video={self.video_config})"
 
     @classmethod
-    def from_pretrained(cls, model_dir: str | Path, tokenizer: Any = None, config: Any = None, **_: Any) -> "Molmo2Processor":
+    def from_pretrained(cls, model_dir: str | Path, tokenizer: Any = None, config: Any = None, **_: Any) -> Molmo2Processor:
         model_dir = Path(model_dir)
         if tokenizer is None:
             tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
@@ -175,7 +175,3 @@ class Molmo2Processor(ProcessorMixin):
 
 def _read_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {}
-
-
-def as_numpy(x: Any) -> np.ndarray:
-    return x.numpy() if isinstance(x, torch.Tensor) else np.asarray(x)

@@ -19,8 +19,8 @@ they would otherwise let text shift image features onto the wrong positions.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 from ..errors import Molmo2InputError
 from .layout import SpecialTokenIds, insert_bos

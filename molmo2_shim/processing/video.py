@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
 from ..errors import Molmo2InputError
-from .image import ImageProcessingConfig, _normalize_, _patchify, _resize, _RESAMPLE, pool_windows, to_uint8_hwc
+from .image import _RESAMPLE, ImageProcessingConfig, _normalize_, _patchify, _resize, pool_windows, to_uint8_hwc
 from .layout import LayoutFlags, SpecialTokenIds, frame_prefix, frame_tokens
 
 
@@ -23,7 +24,7 @@ class VideoProcessingConfig:
     do_sample_frames: bool = True
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "VideoProcessingConfig":
+    def from_dict(cls, d: dict[str, Any]) -> VideoProcessingConfig:
         frame = ImageProcessingConfig.from_dict({"pooling_size": [3, 3], **d})
         return cls(
             frame=frame,

@@ -4,22 +4,5 @@ API generation: the runner calls `get_multimodal_embeddings(**kwargs)` and
 `get_input_embeddings(input_ids, multimodal_embeddings)` with no placeholder mask, so the
 model finds the <im_patch> positions by token id (safe: the shim's processor refuses image
 special tokens outside image blocks). `merge_by_field_config = True` is opt-in here.
+What the set changes in vLLM: patches/catalog.py (patch set "v0_11_0").
 """
-
-from __future__ import annotations
-
-from typing import Any
-
-from molmo2_shim.registration import common_changes
-
-from .. import engine_rules
-
-
-def changes() -> list[Any]:
-    return [*engine_rules.changes(), *common_changes()]
-
-
-def model_class() -> type:
-    from .model import Molmo2ForConditionalGeneration
-
-    return Molmo2ForConditionalGeneration

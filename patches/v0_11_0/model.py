@@ -12,8 +12,8 @@ import torch
 from vllm.model_executor.models.interfaces import SupportsMultiModal, SupportsPP
 from vllm.multimodal import MULTIMODAL_REGISTRY
 
+from molmo2_shim.engine.multimodal import Molmo2DummyInputsBuilder, Molmo2MultiModalProcessor, Molmo2ProcessingInfo
 from molmo2_shim.model.base import Molmo2Base
-from molmo2_shim.multimodal import Molmo2DummyInputsBuilder, Molmo2MultiModalProcessor, Molmo2ProcessingInfo
 
 
 @MULTIMODAL_REGISTRY.register_processor(

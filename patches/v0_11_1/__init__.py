@@ -1,24 +1,8 @@
-"""Patch set for vLLM 0.11.1 and 0.11.2.
+"""Patch set for vLLM 0.11.1, 0.11.2 and 0.12.x.
 
 API generation: the runner calls `embed_multimodal(**kwargs)` and
 `embed_input_ids(ids, multimodal_embeddings, is_multimodal=mask)`; `merge_by_field_config`
-must be True to get flat fields concatenated (False logs a deprecation warning).
+must be True to get flat fields concatenated (False logs a deprecation warning). 0.12 changed
+get_rope's keywords (handled by molmo2_shim.engine.features).
+What the set changes in vLLM: patches/catalog.py (patch set "v0_11_1").
 """
-
-from __future__ import annotations
-
-from typing import Any
-
-from molmo2_shim.registration import common_changes
-
-from .. import engine_rules
-
-
-def changes() -> list[Any]:
-    return [*engine_rules.changes(), *common_changes()]
-
-
-def model_class() -> type:
-    from .model import Molmo2ForConditionalGeneration
-
-    return Molmo2ForConditionalGeneration

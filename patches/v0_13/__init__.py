@@ -2,24 +2,6 @@
 
 API generation: as 0.11.1 (embed_multimodal / embed_input_ids), but `merge_by_field_config`
 is gone: 0.13 raises on False and warns on True, 0.14 ignores it; the new batching is always
-on. Encoder budgets count embeddings instead of placeholder tokens from 0.13 on (handled in
-molmo2_shim.scheduling_rules).
+on. Encoder budgets count embeddings instead of placeholder tokens from 0.13 on.
+What the set changes in vLLM: patches/catalog.py (patch set "v0_13").
 """
-
-from __future__ import annotations
-
-from typing import Any
-
-from molmo2_shim.registration import common_changes
-
-from .. import engine_rules
-
-
-def changes() -> list[Any]:
-    return [*engine_rules.changes(), *common_changes()]
-
-
-def model_class() -> type:
-    from .model import Molmo2ForConditionalGeneration
-
-    return Molmo2ForConditionalGeneration

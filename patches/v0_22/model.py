@@ -2,7 +2,7 @@
 
 Why: 0.22 hands the multimodal processor one ProcessorInputs object and derives the item
 hashes from it, and its runner passes the placeholder mask on the CPU; everything else is
-the shared model (molmo2_shim.model) and processor (molmo2_shim.multimodal).
+the shared model (molmo2_shim.model) and processor (molmo2_shim.engine.multimodal).
 Remove when: 0.22 leaves the compat matrix.
 """
 
@@ -17,13 +17,9 @@ from vllm.multimodal import MULTIMODAL_REGISTRY
 from vllm.multimodal.parse import MultiModalDataParser
 from vllm.multimodal.processing import BaseMultiModalProcessor, ProcessorInputs
 
+from molmo2_shim.engine.identifiers import joint_identifiers
+from molmo2_shim.engine.multimodal import Molmo2DummyInputsBuilder, Molmo2MultiModalProcessor, Molmo2ProcessingInfo
 from molmo2_shim.model.base import Molmo2Base
-from molmo2_shim.multimodal import (
-    Molmo2DummyInputsBuilder,
-    Molmo2MultiModalProcessor,
-    Molmo2ProcessingInfo,
-    joint_identifiers,
-)
 
 
 @dataclass

@@ -1,16 +1,19 @@
 """vLLM multimodal processing for Molmo2: processing info, dummy inputs and the processor.
 
-Shared by every supported vLLM version (the processor API is stable from 0.10.2 to 0.15; the
-one moved import is resolved below). The HF-side work is molmo2_shim.processing, which
-reproduces the original processor without remote code.
+Shared by every patch set. The HF-side work is molmo2_shim.processing, which reproduces the
+original processor without remote code. What this changes in vLLM's processing, and why, is
+listed in the patch catalog (molmo2_shim.patches.catalog): the prompt normalisation in
+`apply`, `_hf_processor_applies_updates`, `_hash_mm_items`.
 """
 
 from __future__ import annotations
 
 import contextvars
-import hashlib
+import json
+import logging
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,18 +27,17 @@ from vllm.multimodal.processing import (
     PromptUpdateDetails,
 )
 
-try:  # moved in vLLM 0.15
-    from vllm.multimodal.profiling import BaseDummyInputsBuilder
-except ImportError:  # pragma: no cover - exercised on 0.15+ only
-    from vllm.multimodal.processing import BaseDummyInputsBuilder  # type: ignore[no-redef]
+from ..errors import Molmo2InputError
+from ..processing.image import ImageProcessingConfig, image_grid_for_size, size_with_most_tokens
+from ..processing.layout import LayoutFlags, frame_prefix, insert_bos, num_image_tokens
+from ..processing.processor import Molmo2Processor
+from ..processing.prompt import NormalizedPrompt, first_difference, normalize_prompt
+from ..processing.video import frame_block_length, frames_and_timestamps, preprocess_frames, video_tokens_for
+from .features import dummy_inputs_builder_class
+from .identifiers import joint_identifiers, region_digest
 
-from .errors import Molmo2InputError
-from .multimodal_ids import IDENTIFIER_PREFIX
-from .processing.image import image_grid_for_size, size_with_most_tokens
-from .processing.layout import frame_prefix, insert_bos, num_image_tokens
-from .processing.processor import Molmo2Processor
-from .processing.prompt import NormalizedPrompt, first_difference, normalize_prompt
-from .processing.video import frame_block_length, frames_and_timestamps, video_tokens_for
+logger = logging.getLogger("molmo2_shim")
+BaseDummyInputsBuilder = dummy_inputs_builder_class()
 
 _REGION_SALT: contextvars.ContextVar[bytes] = contextvars.ContextVar("molmo2_region_salt", default=b"")
 
@@ -134,7 +136,8 @@ class Molmo2MultiModalProcessor(BaseMultiModalProcessor[Molmo2ProcessingInfo]):
             ids, counts.get("image", 0), counts.get("video", 0), proc.special,
             label_ids=lambda i: proc.tokenize(f"Image {i}"), allow_mixed=profiling,
         )
-        return norm, _region_digest(norm.ids, proc)
+        sp = proc.special
+        return norm, region_digest(norm.ids, (sp.image_placeholder, sp.video_placeholder))
 
     @staticmethod
     def check_expanded(norm: NormalizedPrompt, out: Mapping[str, Any]) -> None:
@@ -177,8 +180,6 @@ class Molmo2MultiModalProcessor(BaseMultiModalProcessor[Molmo2ProcessingInfo]):
             data["image_num_pooled_patches"] = torch.tensor([im.token_pooling.shape[0] for im in batch.images])
         videos = mm_data.get("videos") or []
         if videos:
-            from .processing.video import preprocess_frames
-
             processed = []
             for v in videos:
                 frames, timestamps = frames_and_timestamps(v, cfg=proc.video_config)
@@ -260,32 +261,23 @@ class Molmo2MultiModalProcessor(BaseMultiModalProcessor[Molmo2ProcessingInfo]):
         return updates
 
 
-def joint_identifiers(base: Mapping[str, Sequence[str]], salt: bytes) -> dict[str, list[str]]:
-    """Give each item an identifier that also covers every other item of the prompt.
-
-    Image tokens attend to later images at prefill, so their KV cache depends on the whole
-    multimodal region. vLLM keys prefix-cache blocks by the identifiers of the items they
-    overlap: with per-prompt identifiers a cached block is reused only by a prompt with the
-    same images in the same region layout (`salt`).
-    """
-    everything = hashlib.sha256(salt)
-    for modality in sorted(base):
-        for h in base[modality]:
-            everything.update(f"{modality}:{h};".encode())
-    joint = everything.hexdigest()
-    return {
-        modality: [
-            IDENTIFIER_PREFIX + hashlib.sha256(f"{joint}|{modality}|{i}|{h}".encode()).hexdigest()
-            for i, h in enumerate(hashes)
-        ]
-        for modality, hashes in base.items()
-    }
-
-
-def _region_digest(ids: Sequence[int], proc: Molmo2Processor) -> bytes:
-    """The prompt from BOS through the last placeholder: what the image region's KV depends on."""
-    sp = proc.special
-    marks = [i for i, t in enumerate(ids) if t in (sp.image_placeholder, sp.video_placeholder)]
-    if not marks:
-        return b""
-    return hashlib.sha256(repr(list(ids[: marks[-1] + 1])).encode()).digest()
+def warn_if_budget_splits_images(vllm_config: Any) -> None:
+    """Say up front when max_num_batched_tokens is too small to keep image regions exact."""
+    try:
+        mc = vllm_config.model_config
+        path = checkpoint_dir(mc.model, getattr(mc, "revision", None))
+        cfg = ImageProcessingConfig.from_dict(json.loads((path / "preprocessor_config.json").read_text()))
+        flags = LayoutFlags.from_checkpoint(path, mc.hf_config)
+        per_image = size_with_most_tokens(cfg, lambda g: num_image_tokens(g, flags))[2]
+        images = int(mc.multimodal_config.get_limit_per_prompt("image"))
+    except Exception:  # advisory only: never block model construction
+        return
+    budget = int(vllm_config.scheduler_config.max_num_batched_tokens)
+    needed = per_image * images
+    if images and budget < needed:
+        logger.warning(
+            "molmo2-shim: max_num_batched_tokens=%d is below what %d image(s) of up to %d tokens can take (%d). "
+            "Prompts whose image tokens exceed the budget are chunked inside the image region, where the original's "
+            "bidirectional image attention cannot be reproduced (see docs/design.md). Set max_num_batched_tokens >= %d "
+            "for exact outputs.", budget, images, per_image, needed, needed,
+        )

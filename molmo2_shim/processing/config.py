@@ -212,4 +212,4 @@ def _sub(cls: type[PretrainedConfig], value: Any) -> PretrainedConfig:
 
 def text_config_of(config: Any) -> Any:
     """The text sub-config of our config class or of the hub's remote-code class."""
-    return getattr(config, "text_config", None) or getattr(config, "llm_config")
+    return getattr(config, "text_config", None) or config.llm_config

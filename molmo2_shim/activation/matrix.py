@@ -1,4 +1,9 @@
-"""compat_matrix.yaml: parsing and version lookup (no vLLM import here)."""
+"""compat_matrix.yaml: parsing and version lookup (no vLLM import here).
+
+The file sits at the top of the repository next to patches/ and is installed next to the
+package's `patches` subpackage (package data of molmo2_shim.patches, one level up), so
+`patches/../compat_matrix.yaml` finds it in a checkout, an editable install and a wheel alike.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +17,7 @@ import yaml
 from packaging.specifiers import SpecifierSet
 from packaging.version import InvalidVersion, Version
 
-from .errors import InvalidVLLMVersionError, UnsupportedVLLMVersionError
+from ..errors import InvalidVLLMVersionError, UnsupportedVLLMVersionError
 
 SUPPORTED = "supported"
 NATIVE = "native"
@@ -72,7 +77,7 @@ def parse_version(raw: str) -> Version:
 def _matrix_text(path: Path | None) -> str:
     if path is not None:
         return Path(path).read_text()
-    return resources.files("molmo2_shim").joinpath("compat_matrix.yaml").read_text()
+    return resources.files("molmo2_shim.patches").joinpath("..", "compat_matrix.yaml").read_text()
 
 
 def _row(raw: dict[str, Any]) -> MatrixRow:

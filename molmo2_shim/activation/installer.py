@@ -1,17 +1,24 @@
-"""install() / uninstall(): pick the patch set for the running vLLM and apply it reversibly."""
+"""install() / uninstall(): pick the patch set for the running vLLM and apply it reversibly.
+
+The compat matrix row (matrix.py) names the patch set; the patch catalog
+(molmo2_shim.patches.catalog) lists what that set changes; patching.py applies each change
+when vLLM imports its module. No torch or vLLM import happens here beyond reading
+`vllm.__version__`.
+"""
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import threading
 from dataclasses import dataclass, field
-from typing import Any
 
-from .errors import PatchError, UnsupportedVLLMVersionError, VLLMNotInstalledError
-from .matrix import NATIVE, SUPPORTED, UNSUPPORTED, VersionMatch, lookup, supported_ranges
-from .patching import Undo
+from ..engine.identifiers import ARCHITECTURE, MODEL_REFERENCE
+from ..errors import PatchError, UnsupportedVLLMVersionError, VLLMNotInstalledError
+from ..patches.catalog import NATIVE, PatchSet, patch_set
+from .matrix import NATIVE as NATIVE_STATUS
+from .matrix import UNSUPPORTED, VersionMatch, lookup, supported_ranges
+from .patching import Undo, apply_entry
 
 logger = logging.getLogger("molmo2_shim")
 
@@ -63,8 +70,14 @@ def vllm_version() -> str:
     return str(version)
 
 
-def patch_set_module(name: str) -> Any:
-    return importlib.import_module(f"molmo2_shim.patches.{name}")
+def active_patch_set(match: VersionMatch, override_native: bool) -> PatchSet | None:
+    """The patch set install() applies for a matrix row (None: the row refuses)."""
+    row = match.row
+    if row.status == UNSUPPORTED:
+        return None
+    if row.status == NATIVE_STATUS and not override_native:
+        return patch_set(NATIVE)
+    return patch_set(row.patch_set) if row.patch_set else None
 
 
 def install(*, override_native: bool | None = None, automatic: bool = False) -> InstallStatus:
@@ -93,6 +106,7 @@ def install(*, override_native: bool | None = None, automatic: bool = False) -> 
 
 def _activate(match: VersionMatch, override_native: bool) -> InstallStatus:
     row = match.row
+    chosen = active_patch_set(match, override_native)
     if row.status == UNSUPPORTED:
         raise UnsupportedVLLMVersionError(
             f"vLLM {match.raw} is not supported by molmo2-shim: {row.reason or row.notes}. "
@@ -100,45 +114,48 @@ def _activate(match: VersionMatch, override_native: bool) -> InstallStatus:
             version=match.raw,
             supported=supported_ranges(),
         )
-    if row.status == NATIVE and not override_native:
-        # No model is registered. The built-in config and processor still let vLLM's own
-        # Molmo2 load a checkpoint without trust_remote_code on transformers < 5.
-        from .registration import native_helper_changes
-
-        names = _apply(native_helper_changes(), match.raw)
-        return InstallStatus(match.raw, row.name, row.status, "stood-down", changes=tuple(names))
-    if row.patch_set is None:
+    if chosen is None:
         raise UnsupportedVLLMVersionError(
             f"vLLM {match.raw} has native Molmo2 and molmo2-shim has no exact implementation for it yet; "
             "unset the override to use vLLM's own.",
             version=match.raw,
             supported=supported_ranges(),
         )
-    if match.is_prerelease:
-        logger.warning("molmo2-shim: vLLM %s is a pre-release; using the %s patch set of %s", match.raw, row.patch_set, row.name)
-    names = _apply(patch_set_module(row.patch_set).changes(), match.raw)
-    from .registration import ARCHITECTURE, MODEL_REFERENCE
-
+    if chosen.model is not None and match.is_prerelease:
+        logger.warning("molmo2-shim: vLLM %s is a pre-release; using the %s patch set of %s", match.raw, chosen.name, row.name)
+    names = _apply(chosen, match.raw)
+    if chosen.model is None:
+        return InstallStatus(match.raw, row.name, row.status, "stood-down", changes=tuple(names))
     return InstallStatus(
-        match.raw, row.name, row.status, "installed", row.patch_set,
+        match.raw, row.name, row.status, "installed", chosen.name,
         registered={ARCHITECTURE: MODEL_REFERENCE}, changes=tuple(names),
     )
 
 
-def _apply(changes: list[Any], version: str) -> list[str]:
-    """Apply all changes or none: a failure undoes the ones already applied."""
+def _apply(chosen: PatchSet, version: str) -> list[str]:
+    """Apply all of a patch set's changes or none: a failure undoes the ones already applied."""
     applied: list[Undo] = []
     names: list[str] = []
-    for change in changes:
+    for entry in chosen.applied:
         try:
-            applied.append(change.apply())
+            applied.append(apply_entry(entry, _failed_at_import))
         except Exception as exc:
             for undo in reversed(applied):
                 undo()
-            raise PatchError(f"molmo2-shim could not apply {change.name!r} on vLLM {version}: {exc}") from exc
-        names.append(change.name)
+            raise PatchError(f"molmo2-shim could not apply {entry.name!r} on vLLM {version}: {exc}") from exc
+        names.append(entry.name)
     _undo.extend(applied)
     return names
+
+
+def _failed_at_import(module_name: str, exc: Exception) -> None:
+    """A change applied when vLLM imported its module failed: remove the whole shim, loudly,
+    rather than run half-patched."""
+    logger.error(
+        "molmo2-shim could not patch %s when it was imported (%s: %s); removing the shim so vLLM runs unpatched. "
+        "Run `molmo2-shim doctor` and report this with your vLLM version.", module_name, type(exc).__name__, exc,
+    )
+    uninstall()
 
 
 def uninstall() -> bool:

@@ -1,0 +1,95 @@
+"""Every difference between vLLM versions that code shared by several patch sets must handle,
+detected from the installed vLLM itself (one place, so it is easy to see what varies).
+
+The compat matrix row picks the patch set; inside a patch set, these probes pick the variant.
+They look at signatures and attributes, never at version numbers, so a patch release that
+backports an API keeps working. Each probe imports vLLM lazily and caches its answer:
+activation imports this module's users without importing vLLM, and per-step callers pay a
+dictionary lookup at most.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from typing import Any
+
+
+@functools.lru_cache(maxsize=1)
+def attention_class() -> type:
+    """The decoder attention layer: moved from vllm.attention to vllm.model_executor.layers in 0.16."""
+    try:
+        from vllm.model_executor.layers.attention import Attention
+    except ImportError:
+        from vllm.attention.layer import Attention  # type: ignore[no-redef]
+    return Attention
+
+
+@functools.lru_cache(maxsize=1)
+def dummy_inputs_builder_class() -> type:
+    """BaseDummyInputsBuilder: vllm.multimodal.profiling up to 0.14, vllm.multimodal.processing after."""
+    try:
+        from vllm.multimodal.profiling import BaseDummyInputsBuilder
+    except ImportError:
+        from vllm.multimodal.processing import BaseDummyInputsBuilder  # type: ignore[no-redef]
+    return BaseDummyInputsBuilder
+
+
+def make_rope(head_dim: int, max_position: int, theta: float, scaling: dict[str, Any] | None) -> Any:
+    """vLLM's rotary embedding: `base`/`rope_scaling` keywords up to 0.11, `rope_parameters` from 0.12."""
+    from vllm.model_executor.layers.rotary_embedding import get_rope
+
+    params = inspect.signature(get_rope).parameters
+    if "rope_parameters" in params:
+        rope = {"rope_type": "default", **(scaling or {}), "rope_theta": theta}
+        if "type" in rope and "rope_type" not in (scaling or {}):
+            rope["rope_type"] = rope.pop("type")
+        kwargs: dict[str, Any] = {"max_position": max_position, "is_neox_style": True, "rope_parameters": rope}
+        if "rotary_dim" in params:
+            kwargs["rotary_dim"] = head_dim
+        return get_rope(head_dim, **kwargs)
+    return get_rope(
+        head_dim, rotary_dim=head_dim, max_position=max_position, base=theta,
+        is_neox_style=True, rope_scaling=scaling,
+    )
+
+
+def num_embeds(position: Any) -> int:
+    """Embedding rows of a PlaceholderRange: a cached property in 0.13/0.14, a method in 0.22."""
+    value = position.get_num_embeds
+    return int(value() if callable(value) else value)
+
+
+def placeholder_tokens(position: Any) -> int:
+    return int(position.length)
+
+
+def empty_blocks(kv_cache_manager: Any) -> Any:
+    """A KVCacheManager's "no cached blocks" value (a shared constant from 0.11.1 on)."""
+    empty = getattr(kv_cache_manager, "empty_kv_cache_blocks", None)
+    return empty if empty is not None else kv_cache_manager.create_empty_block_list()
+
+
+def query_start_loc(num_tokens: int) -> list[int] | None:
+    """Per-request start offsets of the current step's flat batch, from vLLM's attention
+    metadata (one object, or one per layer in a dict, depending on the version)."""
+    try:
+        from vllm.forward_context import get_forward_context
+
+        meta: Any = get_forward_context().attn_metadata
+    except Exception:  # no forward context (e.g. a unit test calling the model directly)
+        return None
+    if isinstance(meta, dict):
+        meta = next(iter(meta.values()), None)
+    for name in ("query_start_loc_cpu", "query_start_loc"):
+        qsl = getattr(meta, name, None)
+        if qsl is not None and hasattr(qsl, "tolist") and qsl.numel() >= 2:
+            values = qsl.tolist()
+            if values[0] == 0 and values[-1] == num_tokens:
+                return values
+    return None
+
+
+def loaded_image(result: Any) -> Any:
+    """The PIL image of an ImageMediaIO load (0.14 wraps it together with its bytes)."""
+    return getattr(result, "media", result)
