@@ -10,8 +10,9 @@ export MOLMO2_SHIM_ENV_ROOT := $(ENV_ROOT)
 
 # The small interpreter that runs the build/CI scripts (PyYAML, packaging).
 $(TOOLS_PY):
-	python3 -m venv $(ENV_ROOT)/tools
-	$(TOOLS_PY) -m pip install -q "PyYAML>=6" "packaging>=23"
+	@echo "  [environment] creating the build tools' interpreter in $(ENV_ROOT)/tools" >&2
+	@python3 -m venv $(ENV_ROOT)/tools
+	@$(TOOLS_PY) -m pip install -q --disable-pip-version-check "PyYAML>=6" "packaging>=23"
 
 tools: $(TOOLS_PY)
 
@@ -23,10 +24,10 @@ env: $(TOOLS_PY)
 python: $(TOOLS_PY)
 	@$(TOOLS_PY) tools/testenv.py python $(VLLM)
 
-## make demo   vLLM 0.11.2 + the shim on the embedded tiny checkpoint
+## make demo   vLLM 0.11.2 + the shim on the embedded tiny checkpoint (DEMO_FLAGS=--verbose shows vLLM's logs)
 demo: $(TOOLS_PY)
-	$(TOOLS_PY) tools/testenv.py build 0.11.2 >/dev/null
-	$$($(TOOLS_PY) tools/testenv.py python 0.11.2) examples/demo.py
+	@$(TOOLS_PY) tools/testenv.py build 0.11.2 --progress >/dev/null
+	@$$($(TOOLS_PY) tools/testenv.py python 0.11.2) examples/demo.py $(DEMO_FLAGS)
 
 ## make test   everything CI runs: unit tests, then every row of compat_matrix.yaml
 test: $(TOOLS_PY)

@@ -22,18 +22,34 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def _have_vllm() -> bool:
+# CI (tools/run_matrix.py) names the vLLM each matrix row must test; then a missing or wrong
+# vLLM fails the run instead of skipping every engine test.
+EXPECTED_VLLM = os.environ.get("MOLMO2_SHIM_EXPECT_VLLM")
+
+
+def _vllm_version() -> str | None:
     try:
-        import vllm  # noqa: F401
+        import vllm
     except ImportError:
-        return False
-    return True
+        return None
+    return str(vllm.__version__)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not EXPECTED_VLLM:
+        return
+    found = _vllm_version()
+    if found is None or not found.startswith(EXPECTED_VLLM):
+        raise pytest.UsageError(
+            f"this test run must test vLLM {EXPECTED_VLLM} (MOLMO2_SHIM_EXPECT_VLLM), but "
+            + ("vllm cannot be imported" if found is None else f"vllm.__version__ is {found}")
+        )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if _have_vllm():
+    if _vllm_version() is not None:
         return
-    skip = pytest.mark.skip(reason="needs vLLM: run inside `make env` (see README)")
+    skip = pytest.mark.skip(reason="needs vLLM: run inside `make env` (see README); CI deselects these in its unit step")
     for item in items:
         if "engine" in item.keywords:
             item.add_marker(skip)

