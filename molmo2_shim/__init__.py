@@ -8,8 +8,10 @@ process. Importing this package is cheap: no torch, no vLLM, no model code.
 """
 
 from .activation.installer import InstallStatus, install, status, uninstall
+from .engine.exactness import inexact_requests
 from .errors import (
     InvalidVLLMVersionError,
+    Molmo2ConfigError,
     Molmo2InputError,
     Molmo2ShimError,
     PatchError,
@@ -22,11 +24,13 @@ __version__ = "0.1.0"
 __all__ = [
     "InstallStatus",
     "InvalidVLLMVersionError",
+    "Molmo2ConfigError",
     "Molmo2InputError",
     "Molmo2ShimError",
     "PatchError",
     "UnsupportedVLLMVersionError",
     "VLLMNotInstalledError",
+    "inexact_requests",
     "install",
     "status",
     "uninstall",

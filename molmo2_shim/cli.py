@@ -27,7 +27,11 @@ def _emit(args: argparse.Namespace, data: Any, text: str) -> None:
 def cmd_doctor(args: argparse.Namespace) -> int:
     from .diagnostics import doctor
 
-    checks = doctor.run(args.model_dir, child_probe=not args.no_child)
+    if (args.engine_args is not None or args.verl_rollout) and not args.model_dir:
+        print("doctor: --engine-args / --verl-rollout need MODEL_DIR", file=sys.stderr)
+        return EXIT_USAGE
+    checks = doctor.run(args.model_dir, child_probe=not args.no_child, engine_args=args.engine_args,
+                        verl_rollout=args.verl_rollout)
     _emit(args, doctor.as_json(checks), doctor.format_checks(checks))
     return EXIT_OK if all(c.ok is not False for c in checks) else EXIT_PROBLEM
 
@@ -66,6 +70,10 @@ def parser() -> argparse.ArgumentParser:
     d = sub.add_parser("doctor", help="versions, compat-matrix row, plugin reach, checkpoint sanity")
     d.add_argument("model_dir", nargs="?")
     d.add_argument("--no-child", action="store_true", help="skip the fresh-process registration probe")
+    d.add_argument("--engine-args", metavar="ARGS",
+                   help="vLLM engine arguments as for `vllm serve` (one string): say before launch whether they are exact")
+    d.add_argument("--verl-rollout", metavar="YAML",
+                   help="a verl rollout config (actor_rollout_ref.rollout): say before launch whether it is exact")
     d.set_defaults(func=cmd_doctor)
     e = sub.add_parser("explain", help="explain a vLLM/Molmo2 error message or log (argument or stdin)")
     e.add_argument("text", nargs="*")

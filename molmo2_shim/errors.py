@@ -28,6 +28,11 @@ class PatchError(Molmo2ShimError, RuntimeError):
     """A patch could not be applied; everything applied before it was rolled back."""
 
 
+class Molmo2ConfigError(Molmo2ShimError, ValueError):
+    """An engine setting would make Molmo2's outputs differ from the original's; raised at engine
+    start, with the setting's value that works and the opt-out (MOLMO2_SHIM_ALLOW_INEXACT=1)."""
+
+
 class Molmo2InputError(Molmo2ShimError, ValueError):
     """A request's prompt or media cannot be turned into the original model's input.
 

@@ -8,7 +8,9 @@ it unnecessary, and when it can go. Kinds:
 * `registry`  an entry in a registry, applied by install() (reversibly);
 * `override`  a method the shim's own classes override on a vLLM base class (in place while
               vLLM uses those classes; nothing to undo);
-* `attribute` a class attribute vLLM reads from the shim's model class.
+* `attribute` a class attribute vLLM reads from the shim's model class;
+* `internal`  a vLLM internal (no public API for it) the shim reads or changes; listed so a
+              vLLM upgrade that moves it is caught by the catalog test, not by users.
 
 install() applies the `wrap` and `registry` entries of the row's patch set. The other two are
 how the shim's classes plug into vLLM; they are listed so that every contact point with vLLM
@@ -25,17 +27,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from . import inputs, media, registries, scheduling
+from . import caches, exactness, inputs, media, registries, scheduling
 
-WRAP, REGISTRY, OVERRIDE, ATTRIBUTE = "wrap", "registry", "override", "attribute"
+WRAP, REGISTRY, OVERRIDE, ATTRIBUTE, INTERNAL = "wrap", "registry", "override", "attribute", "internal"
 APPLIED_KINDS = (WRAP, REGISTRY)
 
 # Patch sets. "native" is what the shim still provides where vLLM has its own Molmo2 and the
 # shim stands down (its config and processor spare trust_remote_code).
 NATIVE = "native"
-V0_11_0, V0_11_1, V0_13, V0_22 = "v0_11_0", "v0_11_1", "v0_13", "v0_22"
-SHIM_MODEL_SETS = (V0_11_0, V0_11_1, V0_13, V0_22)
-UP_TO_0_14 = (V0_11_0, V0_11_1, V0_13)
+V0_11_0, V0_11_1, V0_12, V0_13, V0_22 = "v0_11_0", "v0_11_1", "v0_12", "v0_13", "v0_22"
+SHIM_MODEL_SETS = (V0_11_0, V0_11_1, V0_12, V0_13, V0_22)
+UP_TO_0_14 = (V0_11_0, V0_11_1, V0_12, V0_13)
 EVERY_SET = (NATIVE, *SHIM_MODEL_SETS)
 
 
@@ -82,6 +84,7 @@ PATCH_SETS = {
     NATIVE: PatchSet(NATIVE, "any vLLM with its own Molmo2 (0.15+): the shim stands down", None),
     V0_11_0: PatchSet(V0_11_0, "get_multimodal_embeddings / get_input_embeddings, merge by token id", _model(V0_11_0)),
     V0_11_1: PatchSet(V0_11_1, "embed_multimodal / embed_input_ids with an is_multimodal mask", _model(V0_11_1)),
+    V0_12: PatchSet(V0_12, "as 0.11.1 (same model class); input processing moved to InputProcessor", _model(V0_11_1)),
     V0_13: PatchSet(V0_13, "as 0.11.1, merge_by_field_config gone, encoder budgets count embeddings", _model(V0_13)),
     V0_22: PatchSet(V0_22, "ProcessorInputs, renderers, CPU placeholder masks (opt-in override of native)", _model(V0_22)),
 }
@@ -144,7 +147,7 @@ CATALOG: list[Entry] = [
     ),
     Entry(
         "prefill chunks keep Molmo2 image regions whole (encoder budget counts placeholder tokens)", WRAP,
-        "vllm.v1.core.sched.scheduler:Scheduler._try_schedule_encoder_inputs", (V0_11_0, V0_11_1),
+        "vllm.v1.core.sched.scheduler:Scheduler._try_schedule_encoder_inputs", (V0_11_0, V0_11_1, V0_12),
         why="a waiting request is held back for a step rather than split inside its image region, when the region "
             "fits into one step at all; 0.11-0.12 count an item's placeholder tokens against the encoder budget",
         upstream=PREFIX_MASK_UPSTREAM, remove_when=SCHEDULER_REMOVE_WHEN,
@@ -166,6 +169,52 @@ CATALOG: list[Entry] = [
             "number, so with the head's size they index out of range and kill the engine (as on native Molmo2)",
         upstream="vLLM sizing sampler buffers by the tokenizer", remove_when="never needed by such a vLLM",
         apply=scheduling.vocabulary_with_image_tokens,
+    ),
+    Entry(
+        "weight syncs leave no stale encoder outputs", WRAP,
+        "vllm.v1.core.sched.scheduler:Scheduler.reset_prefix_cache", SHIM_MODEL_SETS,
+        why="vLLM reuses a repeated image's encoder output across requests; after verl syncs new weights and calls "
+            "reset_prefix_cache(), the old-weights features would still be reused. The reset also evicts every "
+            "encoder output no running request uses (scheduler and model runner, through vLLM's own eviction "
+            "channel); processed pixels stay cached",
+        upstream="reset_prefix_cache (or a weight update) resetting the encoder cache; 0.22 has reset_encoder_cache, "
+                 "which verl does not call",
+        remove_when="verl resets the encoder cache on every supported version",
+        apply=caches.forget_encoder_outputs_on_reset,
+    ),
+    Entry(
+        "engine settings that lose exactness are adjusted or refused at start", WRAP,
+        "vllm.engine.arg_utils:EngineArgs.create_engine_config", SHIM_MODEL_SETS,
+        why="pipeline parallelism (later stages lack the image mask), CUDA graphs that capture prefill batches whole "
+            "(FULL: the image-row recomputation never runs; switched to a compatible mode), and step budgets "
+            "below one image region would silently deviate from the original; refused with the value that works "
+            "unless MOLMO2_SHIM_ALLOW_INEXACT=1. Runs in the process that builds the engine, before it starts",
+        upstream=PREFIX_MASK_UPSTREAM, remove_when=SCHEDULER_REMOVE_WHEN,
+        apply=exactness.check_engine_config,
+    ),
+    Entry(
+        "requests that cannot be exact are refused, or logged and counted (0.11)", WRAP,
+        "vllm.v1.engine.processor:Processor.process_inputs", (V0_11_0, V0_11_1),
+        why="a request whose image region is longer than one prefill step (max_num_batched_tokens, "
+            "long_prefill_token_threshold, encoder budget) cannot get the original's mask: refused with the setting "
+            "to change, or with MOLMO2_SHIM_ALLOW_INEXACT=1 logged with its id and counted "
+            "(vllm:molmo2_shim_inexact_requests_total). Runs where prompts become requests and /metrics is served",
+        upstream=PREFIX_MASK_UPSTREAM, remove_when=SCHEDULER_REMOVE_WHEN,
+        apply=exactness.check_requests_counting_tokens,
+    ),
+    Entry(
+        "requests that cannot be exact are refused, or logged and counted (0.12)", WRAP,
+        "vllm.v1.engine.input_processor:InputProcessor.process_inputs", (V0_12,),
+        why="as on 0.11; 0.12 renamed the processor to InputProcessor; the encoder budget still counts tokens",
+        upstream=PREFIX_MASK_UPSTREAM, remove_when=SCHEDULER_REMOVE_WHEN,
+        apply=exactness.check_requests_counting_tokens,
+    ),
+    Entry(
+        "requests that cannot be exact are refused, or logged and counted (0.13+)", WRAP,
+        "vllm.v1.engine.input_processor:InputProcessor.process_inputs", (V0_13, V0_22),
+        why="as on 0.12; from 0.13 on the encoder budget counts embeddings",
+        upstream=PREFIX_MASK_UPSTREAM, remove_when=SCHEDULER_REMOVE_WHEN,
+        apply=exactness.check_requests_counting_embeddings,
     ),
     # -- inputs ---------------------------------------------------------------------------
     Entry(
@@ -299,14 +348,14 @@ CATALOG: list[Entry] = [
     ),
     Entry(
         "model hooks: embed_multimodal / embed_input_ids", OVERRIDE,
-        "vllm.model_executor.models.interfaces:SupportsMultiModal.embed_multimodal", (V0_11_1, V0_13, V0_22),
+        "vllm.model_executor.models.interfaces:SupportsMultiModal.embed_multimodal", (V0_11_1, V0_12, V0_13, V0_22),
         why="0.11.1 renamed the hooks and passes the placeholder mask. The embeddings are ADDED to the <im_patch> "
             "token embeddings, as in the original (vLLM's generic merge replaces them)",
         upstream="none needed", remove_when="never",
     ),
     Entry(
         "merge_by_field_config = True", ATTRIBUTE,
-        "vllm.model_executor.models.interfaces:SupportsMultiModal.merge_by_field_config", (V0_11_0, V0_11_1),
+        "vllm.model_executor.models.interfaces:SupportsMultiModal.merge_by_field_config", (V0_11_0, V0_11_1, V0_12),
         why="flat multimodal fields arrive concatenated per batch (False is deprecated in 0.11.1); 0.13 dropped "
             "the switch (always on), so the 0.13 adapter sets no value",
         upstream="done in 0.13", remove_when="0.12 leaves the compat matrix",
@@ -317,6 +366,34 @@ CATALOG: list[Entry] = [
         why="the op that recomputes image rows reads the step's plan in Python, so torch.compile and piecewise "
             "CUDA graphs must cut their graphs at it, as at attention (the model appends it at construction)",
         upstream="attention backends taking the original's prefix mask", remove_when=SCHEDULER_REMOVE_WHEN,
+    ),
+]
+
+
+CATALOG += [
+    Entry(
+        "encoder cache bookkeeping: freeable, cached, freed, num_free_slots", INTERNAL,
+        "vllm.v1.core.encoder_cache_manager:EncoderCacheManager.free_encoder_input", SHIM_MODEL_SETS,
+        why="the reset_prefix_cache wrapper evicts unused encoder outputs exactly as EncoderCacheManager.can_allocate "
+            "does under memory pressure (same four fields in 0.11-0.22); the freed list is how the model runner learns "
+            "to drop them",
+        upstream="a public encoder-cache reset called on weight updates", remove_when="with the reset_prefix_cache wrapper",
+    ),
+    Entry(
+        "the front end's processor cache record (MultiModalProcessorSenderCache._cache)", INTERNAL,
+        "vllm.multimodal.cache:MultiModalProcessorSenderCache.get_and_update_item", SHIM_MODEL_SETS,
+        why="a request refused after processing never reaches the engine, but the front end has recorded its items "
+            "as sent; they are dropped from that record, or the next request with the same image would send only its "
+            "key and kill the engine ('Expected a cached item')",
+        upstream="vLLM recording items as sent only once the request is added to the engine",
+        remove_when="vLLM rolls the record back for requests that fail validation",
+    ),
+    Entry(
+        "per-request offsets of the step's flat batch (attention metadata query_start_loc)", INTERNAL,
+        "vllm.forward_context:get_forward_context", SHIM_MODEL_SETS,
+        why="the image-row recomputation needs where each request starts in the step's flat token batch; read from "
+            "the attention metadata in the forward context (query_start_loc_cpu or query_start_loc)",
+        upstream=PREFIX_MASK_UPSTREAM, remove_when=SCHEDULER_REMOVE_WHEN,
     ),
 ]
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from molmo2_shim.engine.exactness import StepLimits
 from molmo2_shim.engine.features import empty_blocks, num_embeds, placeholder_tokens
 from molmo2_shim.engine.identifiers import is_shim_model_config
 from molmo2_shim.engine.scheduling import keep_prefix_hit, must_wait, region_of
@@ -34,7 +35,8 @@ def drop_prefix_hits_inside_regions(wrapped: Any, instance: Any, args: tuple, kw
 
 def hold_back_split_regions(encoder_cost: Callable[[Any], int]) -> Wrapper:
     """Scheduler._try_schedule_encoder_inputs: hold a waiting request back for a step rather
-    than split its region across prefill chunks, when the region fits into a step at all.
+    than split its region across prefill chunks, when the region fits into a step at all
+    (regions that never fit only reach the scheduler with MOLMO2_SHIM_ALLOW_INEXACT=1).
 
     `encoder_cost` is what this vLLM's encoder budget counts per item; the patch set picks it.
     """
@@ -44,9 +46,12 @@ def hold_back_split_regions(encoder_cost: Callable[[Any], int]) -> Wrapper:
         names = ("request", "num_computed_tokens", "num_new_tokens", "encoder_compute_budget")
         bound = dict(zip(names, args), **kwargs)
         region = region_of(bound["request"].mm_features, encoder_cost)
-        max_tokens = instance.scheduler_config.max_num_batched_tokens
-        max_encoder = min(instance.max_num_encoder_input_tokens, instance.encoder_cache_manager.cache_size)
-        if must_wait(region, bound["num_computed_tokens"], result[1], max_tokens, max_encoder):
+        sc = instance.scheduler_config
+        # long_prefill_token_threshold caps a request's tokens per step too: a region longer than it can never be
+        # scheduled whole, so holding such a request back would wait forever (and block the queue behind it).
+        step = StepLimits(int(sc.max_num_batched_tokens), int(getattr(sc, "long_prefill_token_threshold", 0) or 0),
+                          min(instance.max_num_encoder_input_tokens, instance.encoder_cache_manager.cache_size))
+        if must_wait(region, bound["num_computed_tokens"], result[1], step.tokens, step.encoder_budget):
             # The 4th value (0.11.1+: encoder inputs to load from an external cache) is empty too.
             return ([], 0, bound["encoder_compute_budget"], *([] for _ in result[3:]))
         return result

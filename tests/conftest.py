@@ -20,6 +20,8 @@ os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Lets tests send functions to engine processes (collective_rpc), as verl's server mode does.
+os.environ.setdefault("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")
 
 
 # CI (tools/run_matrix.py) names the vLLM each matrix row must test; then a missing or wrong
@@ -53,3 +55,50 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "engine" in item.keywords:
             item.add_marker(skip)
+
+
+# -- engines shared across test modules (each start costs ~30 s of CI time) ---------------------
+
+@pytest.fixture(scope="session")
+def golden_llm():
+    """A multiprocess engine as `vllm serve` and verl's server mode run it: compiled (the CPU
+    platform's default torch.compile mode, not enforce_eager), prefix caching on, room for every
+    golden case. Tests that change its weights put the checkpoint's back."""
+    from vllm import LLM
+
+    import molmo2_shim
+    from engine_helpers import engine_kwargs
+
+    molmo2_shim.install()
+    engine = LLM(**engine_kwargs(enforce_eager=False, enable_prefix_caching=True, disable_log_stats=False))
+    yield engine
+    del engine
+
+
+@pytest.fixture(scope="session")
+def inprocess():
+    """verl-agent's rollout engine: built in this process (external_launcher's layout), with
+    load_format="dummy" and the checkpoint's weights then synced in through `load_weights`, as verl
+    does before the first rollout; block_size 16 as on GPUs. `inprocess.before_sync` is the
+    text-only golden request's output on the dummy weights."""
+    from engine_helpers import InProcessEngine
+
+    engine = InProcessEngine.start()
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="session")
+def small_budget_llm():
+    """Chunked prefill with a small step budget, as trainer configs set it: every golden case
+    fits one step, a prompt with two 640x480 images does not."""
+    from vllm import LLM
+
+    import molmo2_shim
+    from engine_helpers import SMALL_BUDGET, engine_kwargs
+
+    molmo2_shim.install()
+    engine = LLM(**engine_kwargs(enable_chunked_prefill=True, max_num_batched_tokens=SMALL_BUDGET,
+                                 long_prefill_token_threshold=SMALL_BUDGET, max_num_seqs=8, disable_log_stats=False))
+    yield engine
+    del engine

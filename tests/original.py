@@ -45,8 +45,8 @@ def checkpoint_with_remote_code(checkpoint: str) -> Path:
     return target
 
 
-@lru_cache(maxsize=4)
-def model(checkpoint: str, dtype: str = "float32", attn_implementation: str = "sdpa") -> Any:
+def load_model(checkpoint: str, dtype: str = "float32", attn_implementation: str = "sdpa") -> Any:
+    """A new instance of the original model (the caller may change its weights)."""
     import torch
     from transformers import AutoModelForImageTextToText
 
@@ -55,6 +55,12 @@ def model(checkpoint: str, dtype: str = "float32", attn_implementation: str = "s
         str(path), trust_remote_code=True, torch_dtype=getattr(torch, dtype), attn_implementation=attn_implementation,
     )
     return loaded.eval()
+
+
+@lru_cache(maxsize=4)
+def model(checkpoint: str, dtype: str = "float32", attn_implementation: str = "sdpa") -> Any:
+    """The original model on the checkpoint's weights, shared: never change its weights."""
+    return load_model(checkpoint, dtype, attn_implementation)
 
 
 @lru_cache(maxsize=4)
@@ -73,6 +79,30 @@ def load_state_dict_into(original: Any, state: dict[str, Any]) -> None:
         for name, tensor in state.items():
             if name in params:
                 params[name].copy_(tensor.to(params[name].dtype))
+
+
+def golden_case_inputs(name: str) -> dict[str, Any]:
+    """The original processor's tensors for a golden model case (its prompt, images, video)."""
+    import golden
+
+    case = golden.manifest()["model_cases"][name]
+    proc = processor(str(golden.CHECKPOINT))
+    kwargs: dict[str, Any] = {"text": case["prompt"], "return_tensors": "pt"}
+    images = golden.model_case_images(name)
+    if images:
+        kwargs["images"] = images
+    video = case["sources"].get("video")
+    if video:
+        from transformers.video_utils import VideoMetadata
+
+        n = video["num_frames"]
+        kwargs["videos"] = [golden.synth_video(n, video["width"], video["height"], video["seed"])]
+        kwargs["video_metadata"] = [VideoMetadata(total_num_frames=n, fps=video["fps"], duration=n / video["fps"],
+                                                  frames_indices=list(range(n)), height=video["height"], width=video["width"])]
+        kwargs["do_sample_frames"] = False
+    inputs = dict(proc(**kwargs))
+    inputs["token_type_ids"] = inputs["token_type_ids"].long()
+    return inputs
 
 
 def forward_logits(original: Any, inputs: dict[str, Any]) -> Any:

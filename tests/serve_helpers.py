@@ -24,16 +24,18 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def vllm_server(workdir: Path, *extra: str, limit: dict | None = None, max_model_len: int = 4096,
-                python: str | None = None) -> Iterator[dict]:
+                max_num_batched_tokens: int = 4096, python: str | None = None,
+                env_extra: dict[str, str] | None = None) -> Iterator[dict]:
     """A `vllm serve` of the tiny checkpoint on 127.0.0.1; the shim comes in through its entry point."""
     port = free_port()
     media = workdir / "media"
     media.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if k not in ("VLLM_PLUGINS", "MOLMO2_SHIM_DISABLE")}
+    env.update(env_extra or {})
     cmd = [
         str(Path(python or sys.executable).with_name("vllm")), "serve", str(golden.CHECKPOINT),
         "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32", "--enforce-eager",
-        "--max-model-len", str(max_model_len), "--max-num-batched-tokens", "4096", "--seed", "0",
+        "--max-model-len", str(max_model_len), "--max-num-batched-tokens", str(max_num_batched_tokens), "--seed", "0",
         "--limit-mm-per-prompt", json.dumps(limit or {"image": 2, "video": 1}),
         "--allowed-local-media-path", str(media), "--served-model-name", "molmo2-tiny", *extra,
     ]

@@ -29,7 +29,7 @@ def test_every_entry_is_complete():
     names = [e.name for e in catalog.CATALOG]
     assert len(names) == len(set(names)), "entry names must be unique"
     for e in catalog.CATALOG:
-        assert e.kind in (catalog.WRAP, catalog.REGISTRY, catalog.OVERRIDE, catalog.ATTRIBUTE), e.name
+        assert e.kind in (catalog.WRAP, catalog.REGISTRY, catalog.OVERRIDE, catalog.ATTRIBUTE, catalog.INTERNAL), e.name
         assert e.patch_sets and set(e.patch_sets) <= set(catalog.PATCH_SETS), e.name
         assert e.why and e.upstream and e.remove_when, e.name
         assert (e.apply is not None) == (e.kind in catalog.APPLIED_KINDS), e.name

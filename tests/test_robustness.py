@@ -12,7 +12,7 @@ import pytest
 
 import golden
 from bad_inputs import BAD_INPUTS, PROMPT, BadInput, encoded, image_part, rgb
-from engine_helpers import engine_kwargs, golden_request, greedy_params
+from engine_helpers import SMALL_BUDGET, engine_kwargs, golden_request, greedy_params
 from serve_helpers import is_healthy, vllm_server
 
 pytestmark = pytest.mark.engine
@@ -55,6 +55,23 @@ def test_offline_engine(llm, case: BadInput):
     _assert_still_serving(llm)
 
 
+def test_an_image_refused_after_processing_can_be_sent_again(llm):
+    """A request refused after vLLM processed its image (expanded ids made for another image)
+    must not leave the image recorded as sent to the engine: the same image with its own
+    expanded ids afterwards is processed and served, not looked up in the engine and crashed on."""
+    from bad_inputs import expanded_ids
+    from molmo2_shim.processing.processor import Molmo2Processor
+
+    image = golden.pil_image("rgb", 301, 233, 11)  # sent by no other test
+    with pytest.raises(Exception, match="expanded image blocks do not match"):
+        llm.generate([{"prompt_token_ids": expanded_ids("one_image_640x480"), "multi_modal_data": {"image": [image]}}],
+                     greedy_params(2))
+    own_ids = Molmo2Processor.from_pretrained(golden.CHECKPOINT)(text=PROMPT, images=[image])["input_ids"][0].tolist()
+    out = llm.generate([{"prompt_token_ids": own_ids, "multi_modal_data": {"image": [image]}}], greedy_params(2))[0]
+    assert out.prompt_token_ids == own_ids and len(out.outputs[0].token_ids) == 2
+    _assert_still_serving(llm)
+
+
 def test_exif_orientation_is_not_applied(llm):
     """Documented choice: like the original, the shim uses the stored pixels, not the
     orientation an EXIF tag asks a viewer to display."""
@@ -75,7 +92,10 @@ def test_exif_orientation_is_not_applied(llm):
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    with vllm_server(tmp_path_factory.mktemp("robust"), max_model_len=2048) as srv:
+    """A server with a small step budget that lets requests it cannot compute exactly run
+    (MOLMO2_SHIM_ALLOW_INEXACT=1), so they are counted on /metrics."""
+    with vllm_server(tmp_path_factory.mktemp("robust"), max_model_len=2048, max_num_batched_tokens=SMALL_BUDGET,
+                     env_extra={"MOLMO2_SHIM_ALLOW_INEXACT": "1"}) as srv:
         yield srv
 
 
@@ -111,7 +131,8 @@ def test_server(server, client, case: BadInput):
         assert 400 <= exc.value.status_code < 500, exc.value
         assert re.search(case.match, str(exc.value)), str(exc.value)[:500]
     else:
-        assert len(_chat(client, case.served()).choices[0].message.content) >= 0
+        resp = _chat(client, case.served())
+        assert resp.usage.completion_tokens == 2 and resp.choices[0].finish_reason == "length"
     assert is_healthy(server["base"])
     _good_request(client)
 
@@ -131,3 +152,23 @@ def test_concurrent_image_requests(server, client):
     assert len(latencies) == 40
     assert server["proc"].poll() is None and server["proc"].pid == pid and is_healthy(server["base"])
     print(f"40 concurrent: p50 {latencies[19]:.2f}s p99 {latencies[-1]:.2f}s")
+
+
+def _inexact_count(base: str) -> float:
+    import urllib.request
+
+    with urllib.request.urlopen(base + "/metrics", timeout=30) as r:
+        text = r.read().decode()
+    found = re.search(r'^vllm:molmo2_shim_inexact_requests_total\{reason="region_longer_than_a_step"\} (\S+)$', text, re.M)
+    return float(found.group(1)) if found else 0.0
+
+
+def test_inexact_requests_are_counted_on_metrics(server, client):
+    """Two 640x480 images make a region longer than the server's step budget: with the opt-out
+    the request runs, and /metrics counts it."""
+    before = _inexact_count(server["base"])
+    image = encoded(golden.model_case_images("one_image_640x480")[0])
+    resp = _chat(client, [image_part(image), image_part(image), {"type": "text", "text": "Compare them."}])
+    assert resp.usage.completion_tokens == 2
+    assert _inexact_count(server["base"]) == before + 1
+    _good_request(client)  # requests that fit stay exact

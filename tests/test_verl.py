@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 
 import golden
-from engine_helpers import in_process_llm
 
 pytestmark = pytest.mark.engine
 
@@ -42,10 +41,8 @@ def test_external_lib_import_alone_builds_an_in_process_engine():
 
 
 @pytest.fixture(scope="module")
-def rollout_llm():
-    engine = in_process_llm(max_logprobs=20)
-    yield engine
-    del engine
+def rollout_llm(inprocess):
+    return inprocess.llm
 
 
 def verl_params(max_tokens: int = 16, logprobs: int = 0):
@@ -96,4 +93,4 @@ def test_rollout_logprobs_agree_with_the_original(rollout_llm, name):
         top = sorted((lp.logprob for lp in entry.values()), reverse=True)[:2]
         errors.append(abs((top[0] - top[1]) - margins[step]))
     print(f"{name}: max |rollout - original| over 16 steps = {max(errors):.2e}")
-    assert max(errors) < golden.LOGITS_ATOL
+    assert max(errors) < golden.ENGINE_LOGIT_TOLERANCE

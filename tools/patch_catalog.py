@@ -24,6 +24,7 @@ KIND_TITLES = {
     "registry": "Registry entries (applied by install(), undone by uninstall())",
     "override": "Methods the shim's classes override on vLLM base classes",
     "attribute": "Class attributes vLLM reads from the shim's model",
+    "internal": "vLLM internals the shim reads or changes (no public API for them)",
 }
 
 

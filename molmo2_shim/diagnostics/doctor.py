@@ -183,12 +183,88 @@ def model_checks(model_dir: str) -> list[Check]:
     return checks
 
 
-def run(model_dir: str | None, child_probe: bool = True) -> list[Check]:
+# verl's rollout config keys -> vLLM's EngineArgs (verl 0.6 / 0.7 vLLMRollout and verl-agent).
+VERL_ROLLOUT_KEYS = {
+    "max_num_batched_tokens": "max_num_batched_tokens",
+    "max_num_seqs": "max_num_seqs",
+    "max_model_len": "max_model_len",
+    "tensor_model_parallel_size": "tensor_parallel_size",
+    "pipeline_model_parallel_size": "pipeline_parallel_size",
+    "enable_chunked_prefill": "enable_chunked_prefill",
+    "enable_prefix_caching": "enable_prefix_caching",
+    "enforce_eager": "enforce_eager",
+    "dtype": "dtype",
+    "gpu_memory_utilization": "gpu_memory_utilization",
+}
+
+
+def engine_args_from_verl_rollout(path: str) -> dict[str, Any]:
+    """EngineArgs keywords from a verl rollout config (the `actor_rollout_ref.rollout` section,
+    or a file holding that section), as verl's vLLMRollout passes them."""
+    import yaml
+
+    data = yaml.safe_load(Path(path).read_text()) or {}
+    for key in ("actor_rollout_ref", "rollout"):
+        data = data.get(key, data) if isinstance(data.get(key), dict) else data
+    kwargs = {VERL_ROLLOUT_KEYS[k]: v for k, v in data.items() if k in VERL_ROLLOUT_KEYS and v is not None}
+    if "max_model_len" not in kwargs and "prompt_length" in data and "response_length" in data:
+        kwargs["max_model_len"] = int(data["prompt_length"]) + int(data["response_length"])
+    if data.get("limit_images") is not None:
+        kwargs["limit_mm_per_prompt"] = {"image": int(data["limit_images"])}
+    kwargs.update((data.get("engine_kwargs") or {}).get("vllm") or {})
+    return kwargs
+
+
+def exactness_checks(model_dir: str, cli_args: str | None = None, verl_rollout: str | None = None) -> list[Check]:
+    """Whether an engine with these settings would be exact, before launching it: the same check
+    `LLM(...)` and `vllm serve` run at engine start (molmo2_shim.engine.exactness)."""
+    import logging
+    import shlex
+
+    from ..activation.installer import install
+    from ..engine.features import argument_parser
+    from ..errors import Molmo2ConfigError
+
+    install()
+    from vllm.engine.arg_utils import EngineArgs
+
+    if verl_rollout:
+        args = EngineArgs(model=model_dir, **engine_args_from_verl_rollout(verl_rollout))
+        source = f"verl rollout config {verl_rollout}"
+    else:
+        parser = EngineArgs.add_cli_args(argument_parser())
+        args = EngineArgs.from_cli_args(parser.parse_args(["--model", model_dir, *shlex.split(cli_args or "")]))
+        source = f"engine arguments {cli_args!r}"
+    notes: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.levelno >= logging.WARNING and "molmo2-shim" in record.getMessage():
+                notes.append(record.getMessage())
+
+    handler = Collect()
+    logging.getLogger("molmo2_shim").addHandler(handler)
+    try:
+        args.create_engine_config()
+    except Molmo2ConfigError as exc:
+        return [Check("exactness", False, f"{source}: refused at engine start: {exc}",
+                      "change the setting as the message says")]
+    finally:
+        logging.getLogger("molmo2_shim").removeHandler(handler)
+    if not notes:
+        return [Check("exactness", True, f"{source}: every prompt the engine accepts is computed exactly")]
+    return [Check("exactness", True, f"{source}: the engine starts exact; " + " ".join(notes))]
+
+
+def run(model_dir: str | None, child_probe: bool = True, engine_args: str | None = None,
+        verl_rollout: str | None = None) -> list[Check]:
     checks = environment_checks() + plugin_checks()
     if child_probe and not any(c.name == "vllm" and c.ok is False for c in checks):
         checks += registration_checks()
     if model_dir:
         checks += model_checks(model_dir)
+        if engine_args is not None or verl_rollout is not None:
+            checks += exactness_checks(model_dir, engine_args, verl_rollout)
     return checks
 
 

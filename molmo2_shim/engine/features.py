@@ -93,3 +93,25 @@ def query_start_loc(num_tokens: int) -> list[int] | None:
 def loaded_image(result: Any) -> Any:
     """The PIL image of an ImageMediaIO load (0.14 wraps it together with its bytes)."""
     return getattr(result, "media", result)
+
+
+def engine_core_request(processed: Any) -> Any:
+    """The EngineCoreRequest of Processor.process_inputs (0.11.0 returns it with the prompt text)."""
+    return processed[-1] if isinstance(processed, tuple) else processed
+
+
+def argument_parser() -> Any:
+    """vLLM's FlexibleArgumentParser (vllm.utils up to 0.11.0, vllm.utils.argparse_utils after)."""
+    try:
+        from vllm.utils.argparse_utils import FlexibleArgumentParser
+    except ImportError:
+        from vllm.utils import FlexibleArgumentParser  # type: ignore[no-redef,attr-defined]
+    return FlexibleArgumentParser()
+
+
+def processor_cache(input_processor: Any) -> Any:
+    """The front end's multimodal processor cache (on the renderer from 0.22)."""
+    cache = getattr(input_processor, "mm_processor_cache", None)
+    if cache is None:
+        cache = getattr(getattr(input_processor, "renderer", None), "mm_processor_cache", None)
+    return cache

@@ -9,8 +9,6 @@ listed in the patch catalog (molmo2_shim.patches.catalog): the prompt normalisat
 from __future__ import annotations
 
 import contextvars
-import json
-import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,15 +26,15 @@ from vllm.multimodal.processing import (
 )
 
 from ..errors import Molmo2InputError
-from ..processing.image import ImageProcessingConfig, image_grid_for_size, size_with_most_tokens
-from ..processing.layout import LayoutFlags, frame_prefix, insert_bos, num_image_tokens
+from ..processing.image import image_grid_for_size, size_with_most_tokens
+from ..processing.layout import frame_prefix, insert_bos, num_image_tokens
 from ..processing.processor import Molmo2Processor
 from ..processing.prompt import NormalizedPrompt, first_difference, normalize_prompt
 from ..processing.video import frame_block_length, frames_and_timestamps, preprocess_frames, video_tokens_for
+from .exactness import RegionBounds
 from .features import dummy_inputs_builder_class
 from .identifiers import joint_identifiers, region_digest
 
-logger = logging.getLogger("molmo2_shim")
 BaseDummyInputsBuilder = dummy_inputs_builder_class()
 
 _REGION_SALT: contextvars.ContextVar[bytes] = contextvars.ContextVar("molmo2_region_salt", default=b"")
@@ -139,10 +137,10 @@ class Molmo2MultiModalProcessor(BaseMultiModalProcessor[Molmo2ProcessingInfo]):
         sp = proc.special
         return norm, region_digest(norm.ids, (sp.image_placeholder, sp.video_placeholder))
 
-    @staticmethod
-    def check_expanded(norm: NormalizedPrompt, out: Mapping[str, Any]) -> None:
+    def check_expanded(self, norm: NormalizedPrompt, out: Mapping[str, Any]) -> None:
         """Pre-expanded image blocks must re-expand to exactly the ids that were sent."""
         if norm.expected is not None and out["prompt_token_ids"] != norm.expected:
+            forget_sent_items(self.cache, [h for hashes in out.get("mm_hashes", {}).values() for h in hashes])
             at = first_difference(out["prompt_token_ids"], norm.expected)
             raise Molmo2InputError(
                 "the prompt's expanded image blocks do not match the images sent with it (first difference at "
@@ -261,23 +259,44 @@ class Molmo2MultiModalProcessor(BaseMultiModalProcessor[Molmo2ProcessingInfo]):
         return updates
 
 
-def warn_if_budget_splits_images(vllm_config: Any) -> None:
-    """Say up front when max_num_batched_tokens is too small to keep image regions exact."""
-    try:
-        mc = vllm_config.model_config
-        path = checkpoint_dir(mc.model, getattr(mc, "revision", None))
-        cfg = ImageProcessingConfig.from_dict(json.loads((path / "preprocessor_config.json").read_text()))
-        flags = LayoutFlags.from_checkpoint(path, mc.hf_config)
-        per_image = size_with_most_tokens(cfg, lambda g: num_image_tokens(g, flags))[2]
-        images = int(mc.multimodal_config.get_limit_per_prompt("image"))
-    except Exception:  # advisory only: never block model construction
+def forget_sent_items(cache: Any, keys: Sequence[str]) -> None:
+    """Undo what vLLM's processor cache recorded for a request that is refused after processing.
+
+    With IPC caching (the default), the front end's cache remembers which items it has sent to
+    the engine and sends only their keys next time. A request refused after processing never
+    reaches the engine, so its items must be forgotten here, or the next request with the same
+    image would send a key the engine does not have and kill it ("Expected a cached item").
+    Forgetting an item the engine does have only costs sending it again. (The shared-memory
+    cache variant keeps the data itself where the engine reads it and has no such record.)
+    """
+    record = getattr(cache, "_cache", None)
+    if record is None:
         return
-    budget = int(vllm_config.scheduler_config.max_num_batched_tokens)
-    needed = per_image * images
-    if images and budget < needed:
-        logger.warning(
-            "molmo2-shim: max_num_batched_tokens=%d is below what %d image(s) of up to %d tokens can take (%d). "
-            "Prompts whose image tokens exceed the budget are chunked inside the image region, where the original's "
-            "bidirectional image attention cannot be reproduced (see docs/design.md). Set max_num_batched_tokens >= %d "
-            "for exact outputs.", budget, images, per_image, needed, needed,
-        )
+    for key in keys:
+        record.pop(key, None)
+
+
+def region_bounds(vllm_config: Any) -> RegionBounds | None:
+    """The longest multimodal regions the engine's per-prompt limits allow, in the chat
+    template's layout (images first, 'Image k' labels for several), capped by max_model_len."""
+    mc = vllm_config.model_config
+    mm = getattr(mc, "multimodal_config", None)
+    if mm is None:
+        return None
+    proc = Molmo2Processor.from_pretrained(checkpoint_dir(mc.model, getattr(mc, "revision", None)), config=mc.hf_config)
+    max_len = int(mc.max_model_len)
+    images = int(mm.get_limit_per_prompt("image"))
+    per_image = size_with_most_tokens(proc.image_config, lambda g: num_image_tokens(g, proc.flags))[2]
+    images = min(images, max_len // per_image + 1)  # vLLM's default is 999; max_model_len bounds it anyway
+    labels = sum(len(proc.tokenize(f"Image {i + 1}")) for i in range(images)) if images > 1 else 0
+    video = 0
+    if int(mm.get_limit_per_prompt("video")) > 0:
+        cfg = proc.video_config
+        stamp = len(proc.tokenize(frame_prefix(1, cfg.num_frames / cfg.max_fps)))
+        video = 1 + cfg.num_frames * (frame_block_length(cfg, proc.special, proc.flags) + stamp)
+    return RegionBounds(
+        one_image=1 + per_image if images else 0,
+        all_images=1 + labels + images * per_image if images else 0,
+        images_explicit="image" in (getattr(mm, "limit_per_prompt", None) or {}),
+        video=video,
+    )

@@ -16,7 +16,6 @@ from vllm.model_executor.layers.logits_processor import LogitsProcessor
 from vllm.model_executor.layers.vocab_parallel_embedding import ParallelLMHead
 from vllm.sequence import IntermediateTensors
 
-from ..engine.multimodal import warn_if_budget_splits_images
 from ..processing.config import text_config_of
 from ..processing.layout import CONFIG_ID_FIELDS, MM_TOKEN_KEYS
 from .bidirectional import OP_NAME, BidirectionalPrefill
@@ -70,7 +69,6 @@ class Molmo2Base(nn.Module):
         self.logits_width = max(int(vllm_config.model_config.get_vocab_size()), int(text_cfg.vocab_size))
         self.make_empty_intermediate_tensors = self.model.make_empty_intermediate_tensors
         self._mapper = WeightMapper(int(text_cfg.vocab_size))
-        warn_if_budget_splits_images(vllm_config)
 
     # -- what verl and vLLM touch -----------------------------------------------------------
 
@@ -172,11 +170,19 @@ class Molmo2Base(nn.Module):
 
 def _split_graphs_at(vllm_config: Any, op_name: str) -> None:
     """Have vLLM's compiler cut its piecewise graphs at the bidirectional-prefill op, as it does
-    at attention, so the op runs eagerly (it reads the step's plan in Python)."""
+    at attention, so the op runs eagerly (it reads the step's plan in Python).
+
+    The op is named both ways: vLLM 0.11.0 compares `str(node.target)` ("ns.op.default"), later
+    versions the op's qualified name ("ns::op").
+    """
     cc = getattr(vllm_config, "compilation_config", None)
     ops = getattr(cc, "splitting_ops", None)
-    if isinstance(ops, list) and op_name not in ops:
-        ops.append(op_name)
+    if not isinstance(ops, list):
+        return
+    namespace, _, name = op_name.partition("::")
+    for spelling in (op_name, f"{namespace}.{name}.default"):
+        if spelling not in ops:
+            ops.append(spelling)
 
 
 def _cat(x: Any) -> torch.Tensor:
