@@ -108,3 +108,31 @@ def sha256_f32(a: np.ndarray) -> str:
 
 def rle_to_tokens(rle: list) -> list[str]:
     return [tok for tok, n in rle for _ in range(n)]
+
+
+def request_from_case(case: dict[str, Any]) -> dict[str, Any]:
+    """A vLLM request for a case recorded by tools/make_golden.py (prompt + synthetic sources)."""
+    request: dict[str, Any] = {"prompt": case["prompt"]}
+    images = [pil_image(s["kind"], s["width"], s["height"], s["seed"]) for s in case["sources"] if s["kind"] != "video"]
+    if images:
+        request["multi_modal_data"] = {"image": images}
+    for s in (s for s in case["sources"] if s["kind"] == "video"):
+        frames = synth_video(s["frames"], s["width"], s["height"], s["seed"])
+        request["multi_modal_data"] = {"video": (frames, {"fps": s["fps"], "frames_indices": s["frames_indices"]})}
+    return request
+
+
+FAMILY = FIXTURES / "family"
+
+
+def family_structures() -> list[str]:
+    return sorted(p.name for p in FAMILY.iterdir() if (p / "manifest.json").is_file())
+
+
+def family_manifest(structure: str) -> dict[str, Any]:
+    return json.loads((FAMILY / structure / "manifest.json").read_text())
+
+
+def family_case(structure: str, case: str) -> dict[str, np.ndarray]:
+    with np.load(FAMILY / structure / "golden" / f"{case}.npz") as z:
+        return {k: z[k] for k in z.files}

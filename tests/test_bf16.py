@@ -31,15 +31,7 @@ def manifest() -> dict:
 
 
 def request(name: str) -> dict:
-    case = manifest()["cases"][name]
-    req: dict = {"prompt": case["prompt"]}
-    images = [golden.pil_image(s["kind"], s["width"], s["height"], s["seed"]) for s in case["sources"] if s["kind"] != "video"]
-    if images:
-        req["multi_modal_data"] = {"image": images}
-    for s in (s for s in case["sources"] if s["kind"] == "video"):
-        frames = golden.synth_video(s["frames"], s["width"], s["height"], s["seed"])
-        req["multi_modal_data"] = {"video": (frames, {"fps": s["fps"], "frames_indices": s["frames_indices"]})}
-    return req
+    return golden.request_from_case(manifest()["cases"][name])
 
 
 @pytest.fixture(scope="module")

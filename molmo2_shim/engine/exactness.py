@@ -139,6 +139,18 @@ def check_request(request_id: str, region: Region | None, limits: StepLimits, en
 
 # -- at engine start ---------------------------------------------------------------------------------
 
+def refuse_unsupported_config(hf_config: Any) -> None:
+    """Refuse a checkpoint config with values the shim's model would not compute like the
+    original (never run it with a silently different model)."""
+    from ..processing.config import unsupported_settings
+    from .features import yarn_accepts_truncate
+
+    problems = unsupported_settings(hf_config, yarn_accepts_truncate())
+    if problems:
+        raise Molmo2ConfigError("this Molmo2 config has settings molmo2-shim cannot compute like the original "
+                                "implementation: " + "; ".join(problems))
+
+
 @dataclass(frozen=True)
 class RegionBounds:
     """The longest multimodal regions the engine's prompt limits allow (chat-template layout)."""

@@ -36,15 +36,15 @@ def dummy_inputs_builder_class() -> type:
 
 
 def make_rope(head_dim: int, max_position: int, theta: float, scaling: dict[str, Any] | None) -> Any:
-    """vLLM's rotary embedding: `base`/`rope_scaling` keywords up to 0.11, `rope_parameters` from 0.12."""
+    """vLLM's rotary embedding for vLLM-style scaling entries (molmo2_shim.model.rope translates
+    the checkpoint's): `base`/`rope_scaling` keywords up to 0.11, `rope_parameters` from 0.12,
+    `rotary_dim` dropped in 0.13."""
     from vllm.model_executor.layers.rotary_embedding import get_rope
 
     params = inspect.signature(get_rope).parameters
     if "rope_parameters" in params:
-        rope = {"rope_type": "default", **(scaling or {}), "rope_theta": theta}
-        if "type" in rope and "rope_type" not in (scaling or {}):
-            rope["rope_type"] = rope.pop("type")
-        kwargs: dict[str, Any] = {"max_position": max_position, "is_neox_style": True, "rope_parameters": rope}
+        kwargs: dict[str, Any] = {"max_position": max_position, "is_neox_style": True,
+                                  "rope_parameters": {**(scaling or {"rope_type": "default"}), "rope_theta": theta}}
         if "rotary_dim" in params:
             kwargs["rotary_dim"] = head_dim
         return get_rope(head_dim, **kwargs)
@@ -52,6 +52,14 @@ def make_rope(head_dim: int, max_position: int, theta: float, scaling: dict[str,
         head_dim, rotary_dim=head_dim, max_position=max_position, base=theta,
         is_neox_style=True, rope_scaling=scaling,
     )
+
+
+@functools.lru_cache(maxsize=1)
+def yarn_accepts_truncate() -> bool:
+    """Whether vLLM's YaRN takes `truncate` (0.12+); older versions always truncate."""
+    from vllm.model_executor.layers.rotary_embedding.yarn_scaling_rope import YaRNScalingRotaryEmbedding
+
+    return "truncate" in inspect.signature(YaRNScalingRotaryEmbedding.__init__).parameters
 
 
 def num_embeds(position: Any) -> int:

@@ -26,6 +26,7 @@ from vllm.multimodal.processing import (
 )
 
 from ..errors import Molmo2InputError
+from ..processing.config import image_attention_is_bidirectional
 from ..processing.image import image_grid_for_size, size_with_most_tokens
 from ..processing.layout import frame_prefix, insert_bos, num_image_tokens
 from ..processing.processor import Molmo2Processor
@@ -163,7 +164,13 @@ class Molmo2MultiModalProcessor(BaseMultiModalProcessor[Molmo2ProcessingInfo]):
     def _hash_mm_items(self, mm_items: MultiModalDataItems, hf_processor_mm_kwargs: Mapping[str, object],
                        tokenization_kwargs: Mapping[str, object], **kwargs: Any) -> Any:
         base = super()._hash_mm_items(mm_items, hf_processor_mm_kwargs, tokenization_kwargs, **kwargs)
+        if not self.bidirectional:
+            return base  # causal image attention: an image's KV depends on the text before it only, as vLLM keys it
         return joint_identifiers(base, _REGION_SALT.get())
+
+    @property
+    def bidirectional(self) -> bool:
+        return image_attention_is_bidirectional(self.info.get_hf_config())
 
     # -- the HF-side processor ----------------------------------------------------------------
 

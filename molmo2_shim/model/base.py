@@ -16,7 +16,8 @@ from vllm.model_executor.layers.logits_processor import LogitsProcessor
 from vllm.model_executor.layers.vocab_parallel_embedding import ParallelLMHead
 from vllm.sequence import IntermediateTensors
 
-from ..processing.config import text_config_of
+from ..engine.exactness import refuse_unsupported_config
+from ..processing.config import image_attention_is_bidirectional, text_config_of
 from ..processing.layout import CONFIG_ID_FIELDS, MM_TOKEN_KEYS
 from .bidirectional import OP_NAME, BidirectionalPrefill
 from .text import TextModel
@@ -50,8 +51,10 @@ class Molmo2Base(nn.Module):
         quant_config = vllm_config.quant_config
         self.config = config
         self.text_config = text_cfg
+        refuse_unsupported_config(config)  # also checked at engine start; this covers engines built otherwise
         self.patch_token_id = int(config.image_patch_id)
-        self.bidir = BidirectionalPrefill(mm_token_ids_from_config(config))
+        # MolmoWeb attends causally (is_mm_prefix_lm: false): nothing to recompute then.
+        self.bidir = BidirectionalPrefill(mm_token_ids_from_config(config), enabled=image_attention_is_bidirectional(config))
         self.vision_backbone = VisionBackbone(
             config.vit_config, config.adapter_config, quant_config, _prefixed(prefix, "vision_backbone")
         )

@@ -100,7 +100,8 @@ class BidirectionalPrefill:
     runs eagerly on prefill steps, while decode steps (no plan) stay capturable in CUDA graphs.
     """
 
-    def __init__(self, mm_token_ids: Sequence[int]) -> None:
+    def __init__(self, mm_token_ids: Sequence[int], enabled: bool = True) -> None:
+        self.enabled = enabled
         self._mm_ids = torch.tensor(sorted(set(int(t) for t in mm_token_ids)), dtype=torch.long)
         self._pending: torch.Tensor | None = None
         self.groups: list[Group] = []
@@ -108,7 +109,7 @@ class BidirectionalPrefill:
 
     def note_input_ids(self, input_ids: torch.Tensor, has_mm_embeddings: bool) -> None:
         """Called where the step's token ids are embedded; cheap and sync-free on decode steps."""
-        if not has_mm_embeddings:
+        if not has_mm_embeddings or not self.enabled:
             self._pending = None
             return
         ids = self._mm_ids.to(input_ids.device)

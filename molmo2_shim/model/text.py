@@ -27,8 +27,9 @@ from vllm.model_executor.layers.vocab_parallel_embedding import VocabParallelEmb
 from vllm.model_executor.models.utils import make_empty_intermediate_tensors_factory, make_layers
 from vllm.sequence import IntermediateTensors
 
-from ..engine.features import attention_class, make_rope
+from ..engine.features import attention_class, make_rope, yarn_accepts_truncate
 from ..processing.config import text_config_of
+from ..processing.rope import vllm_rope_scaling
 from .bidirectional import bidirectional_prefill
 
 
@@ -57,10 +58,11 @@ class TextAttention(nn.Module):
         elif self.qk_norm_type is not None:
             self.q_norm = RMSNorm(self.total_heads * self.head_dim, eps=cfg.layer_norm_eps)
             self.k_norm = RMSNorm(self.total_kv_heads * self.head_dim, eps=cfg.layer_norm_eps)
+        # The original scales RoPE only on `rope_scaling_layers` when it lists them (Molmo2-O-7B);
+        # the other layers get plain RoPE with the same theta.
         scaled = cfg.rope_scaling_layers is None or layer_idx in cfg.rope_scaling_layers
-        self.rotary_emb = make_rope(
-            self.head_dim, cfg.max_position_embeddings, cfg.rope_theta, cfg.rope_scaling if scaled else None
-        )
+        scaling = vllm_rope_scaling(cfg.rope_scaling, cfg.max_position_embeddings, yarn_accepts_truncate())
+        self.rotary_emb = make_rope(self.head_dim, cfg.max_position_embeddings, cfg.rope_theta, scaling if scaled else None)
         self.attn = attention_class()(
             self.num_heads, self.head_dim, self.scale, num_kv_heads=self.num_kv_heads,
             cache_config=cache_config, quant_config=quant_config, prefix=f"{prefix}.attn",

@@ -2,6 +2,9 @@
 
 Field names and defaults follow the released checkpoints' config.json (Molmo2-4B values as
 defaults), so a config written by the original code reads back unchanged and vice versa.
+Configs written by transformers >= 5.20's native Molmo2 (vision_config, rope_parameters,
+attention_bias, ...) read to the same values. `unsupported_settings` lists the values the
+shim's model cannot compute like the original (refused at engine start, never defaulted).
 """
 
 from __future__ import annotations
@@ -9,6 +12,9 @@ from __future__ import annotations
 from typing import Any
 
 from transformers import PretrainedConfig
+
+from ..errors import Molmo2ConfigError
+from .rope import vllm_rope_scaling
 
 MODEL_TYPE = "molmo2"
 
@@ -182,9 +188,11 @@ class Molmo2Config(PretrainedConfig):
         tie_word_embeddings: bool = False,
         **kwargs: Any,
     ) -> None:
-        self.vit_config = _sub(Molmo2VisionConfig, vit_config)
-        self.adapter_config = _sub(Molmo2AdapterConfig, adapter_config)
-        self.text_config = _sub(Molmo2TextConfig, text_config)
+        if vit_config is None and "vision_config" in kwargs:  # transformers >= 5.20's key
+            vit_config = kwargs.pop("vision_config")
+        self.vit_config = _sub(Molmo2VisionConfig, _from_native(vit_config, NATIVE_VISION_KEYS))
+        self.adapter_config = _sub(Molmo2AdapterConfig, _from_native(adapter_config, NATIVE_ADAPTER_KEYS))
+        self.text_config = _sub(Molmo2TextConfig, _text_from_native(text_config))
         self.image_start_token_id = image_start_token_id
         self.low_res_image_start_token_id = low_res_image_start_token_id
         self.image_end_token_id = image_end_token_id
@@ -202,6 +210,35 @@ class Molmo2Config(PretrainedConfig):
         return self.text_config
 
 
+# transformers >= 5.20's native Molmo2 config keys -> the original's (same values otherwise).
+NATIVE_VISION_KEYS = {"image_size": "image_default_input_size", "patch_size": "image_patch_size",
+                      "num_position_embeddings": "image_num_pos"}
+NATIVE_ADAPTER_KEYS = {"vision_feature_layer": "vit_layers"}
+NATIVE_TEXT_KEYS = {"attention_bias": "qkv_bias", "rms_norm_eps": "layer_norm_eps"}
+
+
+def _from_native(value: Any, names: dict[str, str]) -> Any:
+    if not isinstance(value, dict):
+        return value
+    return {names.get(k, k): v for k, v in value.items() if not (k in names and names[k] in value)}
+
+
+def _text_from_native(value: Any) -> Any:
+    """Native text configs keep rope_theta and the scaling in one `rope_parameters` dict, and
+    always normalise q and k (no use_qk_norm field)."""
+    if not isinstance(value, dict) or "rope_parameters" not in value:
+        return _from_native(value, NATIVE_TEXT_KEYS)
+    out = _from_native(value, NATIVE_TEXT_KEYS)
+    params = dict(out.pop("rope_parameters") or {})
+    if "rope_theta" not in out and "rope_theta" in params:
+        out["rope_theta"] = params["rope_theta"]
+    params.pop("rope_theta", None)
+    if "rope_scaling" not in out:
+        out["rope_scaling"] = params if params.get("rope_type", params.get("type", "default")) != "default" else None
+    out.setdefault("use_qk_norm", True)
+    return out
+
+
 def _sub(cls: type[PretrainedConfig], value: Any) -> PretrainedConfig:
     if value is None:
         return cls()
@@ -213,3 +250,46 @@ def _sub(cls: type[PretrainedConfig], value: Any) -> PretrainedConfig:
 def text_config_of(config: Any) -> Any:
     """The text sub-config of our config class or of the hub's remote-code class."""
     return getattr(config, "text_config", None) or config.llm_config
+
+
+def image_attention_is_bidirectional(config: Any) -> bool:
+    """Whether image tokens attend to each other both ways at prefill, as the original does when
+    its processor passes token_type_ids. MolmoWeb is trained and run purely causally (its
+    processor is called with return_mm_token_type_ids=False); no released config says so, so it
+    is vLLM's own switch `is_mm_prefix_lm: false` (e.g. hf_overrides) that selects it."""
+    value = getattr(config, "is_mm_prefix_lm", None)
+    return True if value is None else bool(value)
+
+
+QK_NORM_TYPES = ("qwen3", "olmo")
+
+
+def unsupported_settings(config: Any, yarn_truncate_supported: bool = True) -> list[str]:
+    """Config values the shim cannot compute like the original (empty when all are honoured).
+
+    `yarn_truncate_supported`: whether the running vLLM's YaRN takes `truncate` (the caller
+    probes vLLM; this module does not import it)."""
+    text, vit, adapter = text_config_of(config), config.vit_config, config.adapter_config
+    problems = []
+    if getattr(text, "hidden_act", "silu") != "silu":
+        problems.append(f"text_config.hidden_act={text.hidden_act!r} (the decoder MLP is SwiGLU with silu)")
+    if getattr(adapter, "hidden_act", "silu") != "silu":
+        problems.append(f"adapter_config.hidden_act={adapter.hidden_act!r} (the image projector is SwiGLU with silu)")
+    if getattr(text, "use_qk_norm", False) and getattr(text, "qk_norm_type", None) not in QK_NORM_TYPES:
+        problems.append(f"text_config.qk_norm_type={text.qk_norm_type!r} (supported: {', '.join(QK_NORM_TYPES)})")
+    if getattr(config, "tie_word_embeddings", False):  # the top-level flag (sub-configs carry transformers' default)
+        problems.append("tie_word_embeddings=true (Molmo2's output head is always a separate lm_head.weight; the "
+                        "original's embedding is split in two tables and cannot be tied)")
+    size = list(getattr(vit, "image_default_input_size", [378, 378]))
+    if len(size) != 2 or size[0] != size[1]:
+        problems.append(f"vit_config.image_default_input_size={size} (Molmo2 crops are square)")
+    layers = int(getattr(text, "num_hidden_layers", 0))
+    outside = [i for i in (getattr(text, "rope_scaling_layers", None) or []) if not 0 <= int(i) < layers]
+    if outside:
+        problems.append(f"text_config.rope_scaling_layers lists layers {outside} the model does not have ({layers})")
+    try:
+        vllm_rope_scaling(getattr(text, "rope_scaling", None), int(getattr(text, "max_position_embeddings", 0)),
+                          yarn_truncate_supported)
+    except Molmo2ConfigError as exc:
+        problems.append(str(exc))
+    return problems

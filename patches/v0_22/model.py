@@ -28,9 +28,11 @@ class Molmo2ProcessorInputs(ProcessorInputs):
 
     region_salt: bytes = b""
     profiling: bool = False
+    joint: bool = True  # False for causal image attention (MolmoWeb): per-item hashes are right then
 
     def get_mm_hashes(self, model_id: str) -> Any:
-        return joint_identifiers(super().get_mm_hashes(model_id), self.region_salt)
+        base = super().get_mm_hashes(model_id)
+        return joint_identifiers(base, self.region_salt) if self.joint else base
 
 
 class Molmo2ProcessingInfo022(Molmo2ProcessingInfo):
@@ -60,6 +62,7 @@ class Molmo2MultiModalProcessor022(Molmo2MultiModalProcessor):
             hf_processor_mm_kwargs=inputs.hf_processor_mm_kwargs,
             tokenization_kwargs=inputs.tokenization_kwargs,
             region_salt=salt,
+            joint=self.bidirectional,
         )
         out = BaseMultiModalProcessor.apply(self, ours, timing_ctx)  # the shared class's apply is pre-0.22's
         self.check_expanded(norm, out)
