@@ -43,7 +43,8 @@ def test_every_structure_is_covered():
     pytest.param(c, marks=[pytest.mark.row_subset] if ("olmo3-7b", c) in ROW_SUBSET else []) for c in CASES
 ])
 def test_structure_equals_the_original(structure_llm, case):
-    structure, llm = structure_llm    z = golden.family_case(structure, case)
+    structure, llm = structure_llm
+    z = golden.family_case(structure, case)
     out = llm.generate([golden.request_from_case(golden.family_manifest(structure)["cases"][case])],
                        full_logprob_params())[0]
     assert out.prompt_token_ids == z["input_ids"].tolist(), f"{structure}/{case}: prompt ids"
