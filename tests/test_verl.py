@@ -94,3 +94,39 @@ def test_rollout_logprobs_agree_with_the_original(rollout_llm, name):
         errors.append(abs((top[0] - top[1]) - margins[step]))
     print(f"{name}: max |rollout - original| over 16 steps = {max(errors):.2e}")
     assert max(errors) < golden.ENGINE_LOGIT_TOLERANCE
+
+
+def test_verls_vocabulary_mask_leaves_the_shims_distribution_unchanged(inprocess):
+    """verl (async rollout in 0.6.1, every rollout in 0.7) wraps compute_logits with
+    `logits[..., len(tokenizer):] = -inf`. The shim returns a logit for every id the tokenizer
+    knows (image special tokens at -inf), so the mask removes nothing that could be sampled and
+    the rollout's log-probs stay the original's."""
+    from types import MethodType
+
+    from engine_helpers import full_logprob_params, golden_request
+
+    llm, model = inprocess.llm, inprocess.model
+    width = len(llm.get_tokenizer())
+    request = golden_request("one_image_640x480")
+    before = llm.generate([request], full_logprob_params(4, prompt=False))[0].outputs[0]
+    unmasked = model.compute_logits
+
+    def compute_logits(self, *args, **kwargs):  # verl's _monkey_patch_compute_logits
+        logits = unmasked(*args, **kwargs)
+        assert logits.shape[-1] >= width, "every tokenizer id must have a logit column"
+        logits[..., width:] = float("-inf")
+        return logits
+
+    model.compute_logits = MethodType(compute_logits, model)
+    try:
+        after = llm.generate([request], full_logprob_params(4, prompt=False))[0].outputs[0]
+    finally:
+        del model.compute_logits
+    assert after.token_ids == before.token_ids
+    for a, b in zip(after.logprobs, before.logprobs):
+        assert {t: round(lp.logprob, 6) for t, lp in a.items() if t < VOCAB} == \
+               {t: round(lp.logprob, 6) for t, lp in b.items() if t < VOCAB}
+        assert all(lp.logprob == float("-inf") for t, lp in a.items() if t >= VOCAB)
+
+
+VOCAB = 512

@@ -41,7 +41,7 @@ SUITES = {
     "native-override": [["-m", "native"], ["-m", "override"]],
 }
 UNIT_TESTS = ["tests/test_matrix.py", "tests/test_no_vllm.py", "tests/test_readme_table.py", "tests/test_catalog.py",
-              "tests/test_structure.py"]
+              "tests/test_structure.py", "tests/test_pointing.py"]
 RUFF = "ruff==0.17.6"  # pinned: a newer ruff may add rules and turn CI red without a code change
 
 
