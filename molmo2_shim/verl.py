@@ -53,9 +53,14 @@ def _load_processor(model_dir: str) -> Molmo2Processor:
     return Molmo2Processor.from_pretrained(model_dir)
 
 
-def processor_of(model_dir_or_processor: str | os.PathLike | Molmo2Processor) -> Molmo2Processor:
+def processor_of(model_dir_or_processor: str | os.PathLike | Any) -> Molmo2Processor:
+    """The shim's processor for a checkpoint folder, the shim's processor itself, or the hub's
+    remote-code processor (verl loads that one with trust_remote_code; its folder is reused)."""
     if isinstance(model_dir_or_processor, Molmo2Processor):
         return model_dir_or_processor
+    tokenizer = getattr(model_dir_or_processor, "tokenizer", None)
+    if tokenizer is not None and getattr(tokenizer, "name_or_path", None):
+        return Molmo2Processor.from_pretrained(tokenizer.name_or_path, tokenizer=tokenizer)
     return _load_processor(str(Path(model_dir_or_processor)))
 
 

@@ -188,3 +188,38 @@ def test_micro_batches_the_models_cannot_take_are_refused(rollout):
         collate([examples[image], examples[video]], 0, native=True)
     collate([examples[text], examples[image]], 0, native=True)  # native Molmo2 takes that mix
     assert split_by_modality(examples) == [[text], sorted(set(range(len(names))) - {text, video}), [video]]
+
+
+def test_multi_turn_trajectory_as_verl_agent_builds_it(inprocess):
+    """Each step re-sends the rules, the growing history and a new observation image, placed
+    mid-text (examples/verl_agent/molmo2_trajectory.py builds the row). The step that shares its
+    text prefix with the previous one (and may read it from the prefix cache) stays exact."""
+    from vllm import SamplingParams
+
+    sys.path.insert(0, str(REPO / "examples" / "verl_agent"))
+    from molmo2_trajectory import molmo2_sample
+
+    from molmo2_shim.verl import actor_inputs
+
+    class Data:
+        max_prompt_length, max_response_length = 1600, 8
+
+    llm = inprocess.llm
+    tok = llm.get_tokenizer()
+    params = SamplingParams(temperature=1.0, seed=3, max_tokens=8, logprobs=0, detokenize=False)
+    history = ""
+    model = original.model(str(golden.CHECKPOINT))
+    for turn in range(3):
+        board = golden.pil_image("rgb", 256, 256, 20 + turn)
+        text = f"{SOKOBAN.split('# Current Step')[0]}{history}# Current Step\nYour observation: <image>\nNext action?"
+        row = molmo2_sample(tok, golden.CHECKPOINT, text, board, Data)
+        out = llm.generate([{"prompt_token_ids": row["raw_prompt_ids"], "multi_modal_data": {"image": [board]}}],
+                           params)[0]
+        real = row["input_ids"][row["attention_mask"].bool()].tolist()
+        assert real == list(out.prompt_token_ids), f"turn {turn}: the row's ids are not the ones vLLM used"
+        response = list(out.outputs[0].token_ids)
+        rollout = [out.outputs[0].logprobs[k][t].logprob for k, t in enumerate(response)]
+        example = actor_inputs(golden.CHECKPOINT, row["raw_prompt_ids"], [board], response)
+        actor = response_logprobs(model, [example], [response], tok.pad_token_id, "left", False, VOCAB)
+        assert max_error(actor, [rollout]) <= TOLERANCE, f"turn {turn}"
+        history += f"Step {turn}: {tok.decode(response)}\n"
