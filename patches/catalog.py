@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from . import caches, exactness, inputs, media, registries, scheduling
+from . import caches, exactness, inputs, lora, media, registries, scheduling
 
 WRAP, REGISTRY, OVERRIDE, ATTRIBUTE, INTERNAL = "wrap", "registry", "override", "attribute", "internal"
 APPLIED_KINDS = (WRAP, REGISTRY)
@@ -216,6 +216,25 @@ CATALOG: list[Entry] = [
         upstream=PREFIX_MASK_UPSTREAM, remove_when=SCHEDULER_REMOVE_WHEN,
         apply=exactness.check_requests_counting_embeddings,
     ),
+    Entry(
+        "LoRA adapters: vision targets refused, native q/k/v and up/gate slices merged (0.11-0.12)", WRAP,
+        "vllm.lora.models:LoRAModel.from_lora_tensors", (V0_11_0, V0_11_1, V0_12),
+        why="vLLM applies LoRA to Molmo2's language model only, so an adapter's vision deltas would be dropped "
+            "silently (refused instead); adapters trained on transformers' native Molmo2 train q/k/v and up/gate "
+            "separately while the shim's layers are fused as in the original, so their deltas are merged exactly "
+            "(block-diagonal B, stacked A). Runs for adapters from disk and from tensors (verl 0.7)",
+        upstream="a model hook to rewrite adapter tensors before vLLM packs them",
+        remove_when="never while the decoder stays fused like the original",
+        apply=lora.molmo2_adapters,
+    ),
+    Entry(
+        "LoRA adapters: vision targets refused, native q/k/v and up/gate slices merged (0.13+)", WRAP,
+        "vllm.lora.lora_model:LoRAModel.from_lora_tensors", (V0_13, V0_22),
+        why="as on 0.11-0.12; 0.13 moved LoRAModel to vllm.lora.lora_model",
+        upstream="a model hook to rewrite adapter tensors before vLLM packs them",
+        remove_when="never while the decoder stays fused like the original",
+        apply=lora.molmo2_adapters,
+    ),
     # -- inputs ---------------------------------------------------------------------------
     Entry(
         "BOS for Molmo2 text-only token prompts", WRAP,
@@ -359,6 +378,14 @@ CATALOG: list[Entry] = [
         why="flat multimodal fields arrive concatenated per batch (False is deprecated in 0.11.1); 0.13 dropped "
             "the switch (always on), so the 0.13 adapter sets no value",
         upstream="done in 0.13", remove_when="0.12 leaves the compat matrix",
+    ),
+    Entry(
+        "LoRA support: SupportsLoRA, hf_to_vllm_mapper (adapter names), get_mm_mapping (language model only)", OVERRIDE,
+        "vllm.model_executor.models.interfaces:SupportsLoRA", SHIM_MODEL_SETS,
+        why="vLLM serves adapters only for models implementing SupportsLoRA; the mapper renames the original's "
+            "att_proj/attn_out/ff_proj/ff_out and native q/k/v/o/gate/up/down names onto the fused layers; "
+            "get_mm_mapping keeps LoRA off the vision path (vLLM would feed it the text batch's LoRA mapping)",
+        upstream="none needed", remove_when="never",
     ),
     Entry(
         "the bidirectional-prefill op splits compiled graphs", OVERRIDE,

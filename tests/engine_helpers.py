@@ -10,6 +10,9 @@ import numpy as np
 import golden
 
 VOCAB = 512  # the tiny checkpoint's LM head (logits beyond it are -inf by design)
+# VLLM_PLUGINS that excludes the shim but keeps the test environment's CPU platform plugin
+# (tools/vllm_cpu_platform_hint; vLLM 0.11.0 filters platform plugins by VLLM_PLUGINS too).
+PLUGINS_WITHOUT_SHIM = "cpu_hint"
 SMALL_BUDGET = 1424  # a step budget above one image region of the tiny checkpoint (1401), below two 640x480 images
 
 
@@ -40,7 +43,8 @@ def vllm_model(llm: Any) -> Any:
 
 
 class InProcessEngine:
-    """An in-process engine that starts on dummy weights and is synced to the checkpoint."""
+    """An in-process engine that starts on dummy weights and is synced to the checkpoint, with
+    LoRA enabled (verl adds adapters to it from tensors)."""
 
     def __init__(self, llm: Any, before_sync: Any) -> None:
         self.llm = llm
@@ -48,7 +52,8 @@ class InProcessEngine:
 
     @classmethod
     def start(cls) -> InProcessEngine:
-        llm = in_process_llm(load_format="dummy", block_size=16)
+        # LoRA on, as verl's LoRA rollouts build it: linear weights become `...base_layer.weight`.
+        llm = in_process_llm(load_format="dummy", block_size=16, enable_lora=True, max_lora_rank=16, max_loras=2)
         before = llm.generate([golden_request("text_only")], full_logprob_params())[0]
         engine = cls(llm, before)
         engine.restore_checkpoint()

@@ -13,7 +13,9 @@ import re
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pytest
+from lora_helpers import adapter, lora_golden
 from PIL import Image
 
 import golden
@@ -30,7 +32,9 @@ def png_data_uri(image) -> str:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    with vllm_server(tmp_path_factory.mktemp("serve")) as srv:
+    adapters = [f"{name}={adapter(name)}" for name in ("original-names", "native-names")]
+    with vllm_server(tmp_path_factory.mktemp("serve"), "--enable-lora", "--max-lora-rank", "16", "--max-loras", "2",
+                     "--lora-modules", *adapters) as srv:
         yield srv
 
 
@@ -50,7 +54,7 @@ def golden_messages(name: str, image_urls: list[str]) -> list[dict]:
 def chat(client, messages, **kw):
     extra = {"return_token_ids": True, "ignore_eos": True, **kw.pop("extra_body", {})}
     kw.setdefault("temperature", 0)
-    return client.chat.completions.create(model="molmo2-tiny", messages=messages,
+    return client.chat.completions.create(model=kw.pop("model", "molmo2-tiny"), messages=messages,
                                           max_tokens=kw.pop("max_tokens", 16), extra_body=extra, **kw)
 
 
@@ -62,6 +66,24 @@ def test_served_ids_and_greedy_tokens_equal_the_original(client, name):
     assert resp.prompt_token_ids == z["input_ids"].tolist()
     assert resp.choices[0].token_ids == z["generate_bidir"].tolist()
     assert resp.usage.prompt_tokens == len(z["input_ids"])
+
+
+@pytest.mark.parametrize("name", ["original-names", "native-names"])
+def test_served_lora_adapter_equals_peft(client, name):
+    """`--lora-modules`: the adapter is chosen by model name; ids, greedy tokens and the first
+    token's top log-probs equal PEFT's on the original."""
+    case = "one_image_640x480"
+    urls = [png_data_uri(im) for im in golden.model_case_images(case)]
+    resp = chat(client, golden_messages(case, urls), model=name, logprobs=True, top_logprobs=20,
+                extra_body={"return_tokens_as_token_ids": True})
+    z = lora_golden(name, case)
+    assert resp.prompt_token_ids == z["input_ids"].tolist()
+    assert resp.choices[0].token_ids == z["generate"].tolist()
+    last = z["logits"][-1].astype(np.float64)
+    expected = last - np.log(np.exp(last - last.max()).sum()) - last.max()
+    first = resp.choices[0].logprobs.content[0].top_logprobs
+    served = {int(t.token.removeprefix("token_id:")): t.logprob for t in first}
+    assert max(abs(lp - expected[tok]) for tok, lp in served.items()) <= 1e-4
 
 
 def test_local_file_image(client, server):

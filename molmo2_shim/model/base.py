@@ -20,6 +20,7 @@ from ..engine.exactness import refuse_unsupported_config
 from ..processing.config import image_attention_is_bidirectional, text_config_of
 from ..processing.layout import CONFIG_ID_FIELDS, MM_TOKEN_KEYS
 from .bidirectional import OP_NAME, BidirectionalPrefill
+from .lora import adapter_names
 from .text import TextModel
 from .vision import VisionBackbone
 from .weights import WeightMapper, load_weights
@@ -54,7 +55,8 @@ class Molmo2Base(nn.Module):
         refuse_unsupported_config(config)  # also checked at engine start; this covers engines built otherwise
         self.patch_token_id = int(config.image_patch_id)
         # MolmoWeb attends causally (is_mm_prefix_lm: false): nothing to recompute then.
-        self.bidir = BidirectionalPrefill(mm_token_ids_from_config(config), enabled=image_attention_is_bidirectional(config))
+        self.bidir = BidirectionalPrefill(mm_token_ids_from_config(config), enabled=image_attention_is_bidirectional(config),
+                                          profile_tokens=int(vllm_config.scheduler_config.max_num_batched_tokens))
         self.vision_backbone = VisionBackbone(
             config.vit_config, config.adapter_config, quant_config, _prefixed(prefix, "vision_backbone")
         )
@@ -72,6 +74,24 @@ class Molmo2Base(nn.Module):
         self.logits_width = max(int(vllm_config.model_config.get_vocab_size()), int(text_cfg.vocab_size))
         self.make_empty_intermediate_tensors = self.model.make_empty_intermediate_tensors
         self._mapper = WeightMapper(int(text_cfg.vocab_size))
+        # vLLM reads the adapter-name mapper from the model (an instance attribute: it carries
+        # this checkpoint's fused slice sizes).
+        lora_config = getattr(vllm_config, "lora_config", None)
+        self.hf_to_vllm_mapper = adapter_names(text_cfg, getattr(lora_config, "max_lora_rank", None))
+
+    # LoRA (the per-version classes add vLLM's SupportsLoRA): no embedding or head adapters.
+    embedding_modules: dict[str, str] = {}
+    embedding_padding_modules: list[str] = []
+
+    def get_mm_mapping(self) -> Any:
+        """The language model takes LoRA; the vision tower and connector do not (see model/lora.py)."""
+        from vllm.model_executor.models.module_mapping import MultiModelKeys
+
+        return MultiModelKeys.from_string_field(
+            language_model="model",
+            connector=["vision_backbone.image_pooling_2d", "vision_backbone.image_projector"],
+            tower_model="vision_backbone.image_vit",
+        )
 
     # -- what verl and vLLM touch -----------------------------------------------------------
 

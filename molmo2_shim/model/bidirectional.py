@@ -100,12 +100,16 @@ class BidirectionalPrefill:
     runs eagerly on prefill steps, while decode steps (no plan) stay capturable in CUDA graphs.
     """
 
-    def __init__(self, mm_token_ids: Sequence[int], enabled: bool = True) -> None:
+    def __init__(self, mm_token_ids: Sequence[int], enabled: bool = True, profile_tokens: int | None = None) -> None:
         self.enabled = enabled
         self._mm_ids = torch.tensor(sorted(set(int(t) for t in mm_token_ids)), dtype=torch.long)
         self._pending: torch.Tensor | None = None
         self.groups: list[Group] = []
         self._warned = False
+        # vLLM sizes the KV cache from the memory peak of a dummy step of max_num_batched_tokens
+        # tokens, which has no images; the first such step also runs the largest recomputation a
+        # real step can need (every token an image row), so its buffers are in that peak.
+        self._profile_tokens = profile_tokens if enabled else None
 
     def note_input_ids(self, input_ids: torch.Tensor, has_mm_embeddings: bool) -> None:
         """Called where the step's token ids are embedded; cheap and sync-free on decode steps."""
@@ -121,6 +125,10 @@ class BidirectionalPrefill:
         _ACTIVE = None
         pending, self._pending = self._pending, None
         if pending is None:
+            if self._profile_tokens is not None and positions.shape[0] >= self._profile_tokens:
+                self._profile_tokens = None
+                self.groups = self._worst_case(int(positions.shape[0]), positions.device)
+                _ACTIVE = self
             return
         num = pending.shape[0]
         is_mm = pending.cpu()
@@ -141,6 +149,11 @@ class BidirectionalPrefill:
         self.groups = group_segments(segments, positions.device)
         if self.groups:
             _ACTIVE = self
+
+    @staticmethod
+    def _worst_case(tokens: int, device: torch.device) -> list[Group]:
+        rows = torch.arange(tokens)
+        return group_segments([Segment(0, tokens, rows, torch.ones(tokens, tokens, dtype=torch.bool))], device)
 
     def end_step(self) -> None:
         global _ACTIVE

@@ -108,13 +108,16 @@ def load_weights(model: nn.Module, weights: Iterable[tuple[str, torch.Tensor]], 
                  skip: Callable[[str], bool] = lambda name: False) -> set[str]:
     from vllm.model_executor.model_loader.weight_utils import default_weight_loader
 
-    params = dict(model.named_parameters())
+    # With LoRA enabled vLLM wraps the linear layers: their weights become `...base_layer.weight`,
+    # and verl sends the base weights under those names too. Both sides are matched without it,
+    # and the names returned are the model's own (vLLM compares them with named_parameters()).
+    own = {n.replace(".base_layer.", "."): (n, p) for n, p in model.named_parameters()}
     loaded: set[str] = set()
     for name, tensor in _iterate(weights):
-        target = mapper.target(name)
-        if target is None or target.param not in params or skip(target.param):
+        target = mapper.target(name.replace(".base_layer.", "."))
+        if target is None or target.param not in own or skip(target.param):
             continue
-        param = params[target.param]
+        own_name, param = own[target.param]
         with torch.no_grad():
             if target.row_offset is not None:
                 _copy_rows(param, tensor, target.row_offset)
@@ -124,7 +127,7 @@ def load_weights(model: nn.Module, weights: Iterable[tuple[str, torch.Tensor]], 
                     loader(param, tensor)
                 else:
                     loader(param, tensor, target.shard)
-        loaded.add(target.param)
+        loaded.add(own_name)
     return loaded
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from vllm.model_executor.models.interfaces import SupportsMultiModal, SupportsPP
+from vllm.model_executor.models.interfaces import SupportsLoRA, SupportsMultiModal, SupportsPP
 from vllm.multimodal import MULTIMODAL_REGISTRY
 
 from molmo2_shim.engine.multimodal import Molmo2DummyInputsBuilder, Molmo2MultiModalProcessor, Molmo2ProcessingInfo
@@ -19,7 +19,7 @@ from molmo2_shim.model.base import Molmo2Base
 @MULTIMODAL_REGISTRY.register_processor(
     Molmo2MultiModalProcessor, info=Molmo2ProcessingInfo, dummy_inputs=Molmo2DummyInputsBuilder
 )
-class Molmo2ForConditionalGeneration(Molmo2Base, SupportsMultiModal, SupportsPP):
+class Molmo2ForConditionalGeneration(Molmo2Base, SupportsMultiModal, SupportsPP, SupportsLoRA):
     merge_by_field_config = True
 
     def get_multimodal_embeddings(self, **kwargs: Any) -> list[torch.Tensor]:

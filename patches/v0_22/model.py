@@ -12,7 +12,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
-from vllm.model_executor.models.interfaces import SupportsMultiModal, SupportsPP
+from vllm.model_executor.models.interfaces import SupportsLoRA, SupportsMultiModal, SupportsPP
 from vllm.multimodal import MULTIMODAL_REGISTRY
 from vllm.multimodal.parse import MultiModalDataParser
 from vllm.multimodal.processing import BaseMultiModalProcessor, ProcessorInputs
@@ -72,7 +72,7 @@ class Molmo2MultiModalProcessor022(Molmo2MultiModalProcessor):
 @MULTIMODAL_REGISTRY.register_processor(
     Molmo2MultiModalProcessor022, info=Molmo2ProcessingInfo022, dummy_inputs=Molmo2DummyInputsBuilder022
 )
-class Molmo2ForConditionalGeneration(Molmo2Base, SupportsMultiModal, SupportsPP):
+class Molmo2ForConditionalGeneration(Molmo2Base, SupportsMultiModal, SupportsPP, SupportsLoRA):
     def embed_multimodal(self, **kwargs: Any) -> list[torch.Tensor]:
         return self.multimodal_features(**kwargs)
 
