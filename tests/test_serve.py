@@ -68,6 +68,7 @@ def test_served_ids_and_greedy_tokens_equal_the_original(client, name):
     assert resp.usage.prompt_tokens == len(z["input_ids"])
 
 
+@pytest.mark.lora
 @pytest.mark.parametrize("name", ["original-names", "native-names"])
 def test_served_lora_adapter_equals_peft(client, name):
     """`--lora-modules`: the adapter is chosen by model name; ids, greedy tokens and the first

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import golden
+from engine_helpers import PLUGINS_WITHOUT_SHIM
 
 pytestmark = pytest.mark.engine
 
@@ -32,7 +33,7 @@ def test_external_lib_import_alone_builds_an_in_process_engine():
         out = llm.generate([{{"prompt_token_ids": [1, 2, 3]}}], SamplingParams(max_tokens=2))[0]
         print("RESULT " + json.dumps([type(model).__module__, molmo2_shim.auto.STATUS.action, len(out.outputs[0].token_ids)]))
     """)
-    env = dict(os.environ, VLLM_PLUGINS="none", VLLM_ENABLE_V1_MULTIPROCESSING="0")
+    env = dict(os.environ, VLLM_PLUGINS=PLUGINS_WITHOUT_SHIM, VLLM_ENABLE_V1_MULTIPROCESSING="0")
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     assert lines, proc.stderr[-3000:]

