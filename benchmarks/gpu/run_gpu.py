@@ -1,21 +1,26 @@
-"""Molmo2 at real scale on a GPU: the shim's exact model vs vLLM's native Molmo2, one run.
+"""Molmo2 at real scale on a GPU: the shim's exact model vs vLLM's native Molmo2, side by side.
 
-Needs vLLM 0.22 (which has a native Molmo2; the shim overrides it only in the `shim` side)
+Needs vLLM 0.22 (which has a native Molmo2; the shim overrides it only on the `shim` side)
 and, for the reference, transformers >= 5.20 (native Molmo2) on `--reference-path`.
 
     python benchmarks/gpu/run_gpu.py all --ckpt /data/molmo2-4b-random --out results/
 
-Steps (each also runs alone: checkpoint, reference, engine --side shim|native, report):
+Steps (each also runs alone: checkpoint, reference, engine --side ..., report):
   checkpoint  the released Molmo2-4B config with random bf16 weights in the original key
               names, written once and reused (identical weights for every engine);
   reference   transformers' native Molmo2 in float32 on the GPU (the stand-in for the
               original; it matches the original's math, see docs/benchmarks.md), fed the
               shim's processor outputs (bit-identical to the original processor's);
-  engine      vLLM with its defaults (bf16, CUDA graphs, torch.compile), the shim
-              (MOLMO2_SHIM_OVERRIDE_NATIVE=1) or native: parity log-probs on three prompts,
-              output tok/s at batch 32 with and without images, TTFT with an image,
-              single-stream decode tok/s;
-  report      both engines against the reference, side by side (report.md, results.json).
+  engine      vLLM with its defaults (bf16, torch.compile, CUDA graphs) on one side:
+                shim    the shim's exact model (MOLMO2_SHIM_OVERRIDE_NATIVE=1);
+                hub     vLLM's native Molmo2 with the hub's own processor (remote code next to
+                        the checkpoint, molmo2-shim not importable): what a user runs without us;
+                native  vLLM's native Molmo2 with the shim's processor (the shim stands down);
+              parity log-probs on five prompts (two of them short enough to replay captured
+              piecewise CUDA graphs), then `--rounds` rounds of: 32 requests with new images,
+              32 text requests, single-stream decode; with --memory-check a full batch of image
+              prompts after profiling; --dtype/--quantization/--cudagraph-mode vary the setup;
+  report      every engine against the reference, and the throughput ratios with their spread.
 """
 
 from __future__ import annotations
@@ -41,14 +46,39 @@ PARITY = {
     "one_image": ("<|image|>" + TEXT, [(640, 480, 1)]),
     "two_images": ("Image 1<|image|>Image 2<|image|>" + TEXT, [(300, 200, 2), (500, 800, 3)]),
     "text_only": (TEXT, []),
+    # Short prefills: replayed from captured piecewise CUDA graphs (at most 512 tokens).
+    "image_378": ("<|image|>" + TEXT, [(378, 378, 4)]),
+    "video": ("<|video|>" + TEXT, "video"),
 }
+VIDEO = (4, 320, 240, 5)  # frames, width, height, seed
 TOP = 20
 
 
-def images_for(spec: list[tuple[int, int, int]]) -> list[Any]:
+def images_for(spec: Any) -> list[Any]:
     import golden
 
+    if spec == "video":
+        return []
     return [golden.pil_image("rgb", w, h, seed) for w, h, seed in spec]
+
+
+def video_for(spec: Any) -> Any:
+    import golden
+
+    if spec != "video":
+        return None
+    frames, w, h, seed = VIDEO
+    # Complete metadata: vLLM's native Molmo2 requires total_num_frames.
+    return golden.synth_video(frames, w, h, seed), {"fps": 2.0, "frames_indices": list(range(frames)),
+                                                    "total_num_frames": frames, "duration": frames / 2.0}
+
+
+def mm_data(spec: Any) -> dict[str, Any] | None:
+    video = video_for(spec)
+    if video is not None:
+        return {"video": video}
+    images = images_for(spec)
+    return {"image": images} if images else None
 
 
 # -- reference ------------------------------------------------------------------------------
@@ -58,38 +88,31 @@ def reference(ckpt: Path, out: Path) -> None:
     import torch
     from transformers import AutoModelForImageTextToText
 
-    from molmo2_shim.processing.processor import Molmo2Processor
+    from molmo2_shim.verl import actor_inputs, collate
 
-    proc = Molmo2Processor.from_pretrained(ckpt)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = AutoModelForImageTextToText.from_pretrained(str(ckpt), dtype=torch.float32).to(device).eval()
+    proc_dir = str(ckpt)
     results = {}
     for name, (prompt, spec) in PARITY.items():
-        batch = proc(text=prompt, images=images_for(spec) or None)
-        kwargs: dict[str, Any] = {"input_ids": batch["input_ids"].to(device),
-                                  "mm_token_type_ids": batch["token_type_ids"].long().to(device)}
-        if spec:
-            # transformers' model wants pooling indices offset across images (the original's
-            # processor and the shim keep them per image).
-            crops = batch["image_num_crops"].tolist()
-            patches = batch["pixel_values"].shape[1]
-            rows = [g[0] * g[1] + g[2] * g[3] for g in batch["image_grids"].tolist()]
-            offsets = torch.repeat_interleave(torch.tensor([0, *crops[:-1]]).cumsum(0) * patches, torch.tensor(rows))
-            pooling = batch["image_token_pooling"]
-            pooling = torch.where(pooling >= 0, pooling + offsets[:, None], pooling)
-            kwargs.update(pixel_values=batch["pixel_values"].to(device), image_token_pooling=pooling.to(device),
-                          image_grids=batch["image_grids"].to(device), image_num_crops=batch["image_num_crops"].to(device))
+        from molmo2_shim.verl import processor_of
+
+        ids = processor_of(proc_dir).tokenize(prompt)
+        video = video_for(spec)
+        example = actor_inputs(proc_dir, ids, images_for(spec) or None, videos=[video] if video else None)
+        # transformers' native model wants pooling indices offset across images (native=True).
+        batch = {k: v.to(device) for k, v in collate([example], 0, native=True).items()}
         with torch.no_grad():
-            logits = model(**kwargs).logits[0].float()
+            logits = model(**batch).logits[0].float()
         logprobs = torch.log_softmax(logits, -1)
-        ids = kwargs["input_ids"][0]
-        nxt = ids[1:]
+        ids_t = batch["input_ids"][0]
+        nxt = ids_t[1:]
         # Image special tokens lie past the head: -inf, as the shim reports them.
         token_lp = torch.full(nxt.shape, float("-inf"), device=device)
         inside = nxt < logprobs.shape[-1]
         token_lp[inside] = logprobs[:-1][inside].gather(1, nxt[inside][:, None])[:, 0]
         results[name] = {
-            "ids": ids.tolist(),
+            "ids": ids_t.tolist(),
             "token_logprobs": token_lp.tolist(),
             "last": logprobs[-1].cpu().numpy().astype(np.float32).tolist(),
         }
@@ -98,26 +121,69 @@ def reference(ckpt: Path, out: Path) -> None:
 
 # -- engines --------------------------------------------------------------------------------
 
-def engine(ckpt: Path, out: Path, side: str, tp: int, quick: bool = False) -> None:
+def hub_checkpoint(ckpt: Path, remote_code: Path, out: Path) -> Path:
+    """The checkpoint with the hub's remote code next to its config (links, nothing copied)."""
+    if not any(remote_code.glob("modeling_*.py")):
+        raise SystemExit(f"hub side: no remote code in {remote_code} (the hub's five .py files; see --remote-code)")
+    hub = out / (ckpt.name + "-hub")
+    hub.mkdir(exist_ok=True)
+    for src in [*ckpt.iterdir(), *remote_code.glob("*.py")]:
+        link = hub / src.name
+        if not link.exists():
+            link.symlink_to(src.resolve())
+    return hub
+
+
+def engine(ckpt: Path, out: Path, side: str, tp: int, quick: bool = False, *, rounds: int = 3, dtype: str = "bfloat16",
+           quantization: str | None = None, cudagraph_mode: str | None = None, memory_check: bool = False,
+           remote_code: Path | None = None, label: str | None = None) -> None:
+    import importlib.util
+
+    kw: dict[str, Any] = {}
+    model = ckpt
     if side == "shim":
         os.environ["MOLMO2_SHIM_OVERRIDE_NATIVE"] = "1"
+    if side == "hub":
+        # What a user runs without us: vLLM's native Molmo2 with the hub's processor (remote
+        # code). The shim's entry point is switched off in every process vLLM starts (on the GPU
+        # host it is not even on the path: benchmarks/gpu/session.sh).
+        os.environ["MOLMO2_SHIM_DISABLE"] = "1"
+        os.environ["VLLM_PLUGINS"] = "cpu_hint" if importlib.util.find_spec("vllm_cpu_platform_hint") else ""
+        model = hub_checkpoint(ckpt, remote_code or REPO / ".remote", out)
+        kw["trust_remote_code"] = True
+        status = "no shim" + (" (installed, disabled)" if importlib.util.find_spec("molmo2_shim") else "")
+    else:
+        import molmo2_shim
+
+        status = molmo2_shim.install().action
     from vllm import LLM, SamplingParams
 
-    import molmo2_shim
-
-    status = molmo2_shim.install()
     start = time.perf_counter()
-    kw: dict[str, Any] = {"enforce_eager": True, "dtype": "float32"} if quick else {"dtype": "bfloat16", "gpu_memory_utilization": 0.85}
-    llm = LLM(model=str(ckpt), max_model_len=4096 if quick else 8192, max_num_batched_tokens=8192,
-              limit_mm_per_prompt={"image": 2, "video": 0}, max_logprobs=TOP, tensor_parallel_size=tp, seed=0, **kw)
+    if quick:
+        # On the CPU backend this is the share of host memory vLLM insists is free at start.
+        kw.update(enforce_eager=True, dtype="float32", gpu_memory_utilization=0.4)
+    else:
+        kw.update(dtype=dtype, gpu_memory_utilization=0.9 if memory_check else 0.85)
+    if quantization:
+        kw["quantization"] = quantization
+    if cudagraph_mode:
+        kw["compilation_config"] = {"cudagraph_mode": cudagraph_mode}
+    llm = LLM(model=str(model), max_model_len=4096 if quick else 8192, max_num_batched_tokens=8192,
+              limit_mm_per_prompt={"image": 2, "video": 1}, max_logprobs=TOP, tensor_parallel_size=tp, seed=0, **kw)
     startup = time.perf_counter() - start
-    result: dict[str, Any] = {"side": side, "status": status.action, "startup_s": startup, "parity": {}}
+    if side == "hub":
+        assert "molmo2_shim" not in sys.modules, "hub side: molmo2-shim was imported"
+    cc = llm.llm_engine.vllm_config.compilation_config
+    result: dict[str, Any] = {"side": side, "label": label or side, "status": status, "startup_s": startup, "tp": tp,
+                              "dtype": "float32" if quick else dtype, "quantization": quantization, "cudagraph_mode_requested": cudagraph_mode,
+                              "cudagraph_mode": str(getattr(cc, "cudagraph_mode", None)), "parity": {}}
     for name, (prompt, spec) in PARITY.items():
         # vLLM's native Molmo2 crashes on prompt logprobs of image prompts (ids past its head).
-        prompt_lp = 0 if side == "shim" or not spec else None
+        prompt_lp = 0 if side == "shim" or spec == [] else None
         request: dict[str, Any] = {"prompt": prompt}
-        if spec:
-            request["multi_modal_data"] = {"image": images_for(spec)}
+        data = mm_data(spec)
+        if data:
+            request["multi_modal_data"] = data
         o = llm.generate([request], SamplingParams(temperature=0, max_tokens=1, logprobs=TOP, prompt_logprobs=prompt_lp),
                          use_tqdm=False)[0]
         entry: dict[str, Any] = {"ids": list(o.prompt_token_ids),
@@ -125,11 +191,38 @@ def engine(ckpt: Path, out: Path, side: str, tp: int, quick: bool = False) -> No
         if o.prompt_logprobs:
             entry["token_logprobs"] = [d[t].logprob for d, t in zip(o.prompt_logprobs[1:], o.prompt_token_ids[1:])]
         result["parity"][name] = entry
-    result["throughput"] = throughput(llm, 4, 16) if quick else throughput(llm)
-    (out / f"engine_{side}.json").write_text(json.dumps(result))
+    if memory_check:
+        result["memory"] = memory(llm)
+    if rounds:
+        result["throughput"] = throughput(llm, 4, 16, rounds=1) if quick else throughput(llm, rounds=rounds)
+    (out / f"engine_{label or side}.json").write_text(json.dumps(result))
 
 
-def throughput(llm: Any, batch: int = 32, tokens: int = 128) -> dict[str, float]:
+def _peak_gib(worker: Any) -> float:
+    import torch
+
+    return torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else 0.0
+
+
+def memory(llm: Any, batch: int = 256) -> dict[str, Any]:
+    """Peak GPU memory after profiling (what vLLM sized the KV cache against) and after a full
+    batch of image prompts: the recomputation's buffers must stay inside the profiled peak."""
+    from vllm import SamplingParams
+
+    import golden
+
+    after_profile = max(llm.collective_rpc(_peak_gib))
+    requests = [{"prompt": "<|image|>" + TEXT, "multi_modal_data": {"image": [golden.pil_image("rgb", 1280, 960, 7000 + i)]}}
+                for i in range(batch)]
+    llm.generate(requests, SamplingParams(temperature=0, max_tokens=4, ignore_eos=True), use_tqdm=False)
+    after_batch = max(llm.collective_rpc(_peak_gib))
+    return {"peak_after_profile_gib": after_profile, "peak_after_image_batch_gib": after_batch, "batch": batch,
+            "within_profile": after_batch <= after_profile + 1e-3}
+
+
+def throughput(llm: Any, batch: int = 32, tokens: int = 128, rounds: int = 3) -> dict[str, list[float]]:
+    """Per round: a batch of new images, a text batch, single-stream decode (each round uses fresh
+    prompts and images: nothing comes from the prefix cache or the processor cache)."""
     from vllm import SamplingParams
 
     import golden
@@ -140,15 +233,6 @@ def throughput(llm: Any, batch: int = 32, tokens: int = 128) -> dict[str, float]
         llm.generate(requests, params, use_tqdm=False)
         return time.perf_counter() - start
 
-    def best(make: Any, tokens: int) -> float:
-        # Each round gets fresh prompts and images, as rollouts do: nothing comes from vLLM's
-        # prefix cache or its multimodal processor cache.
-        times = []
-        for round_ in (1, 2):
-            llm.reset_prefix_cache()
-            times.append(timed(make(round_), tokens))
-        return min(times)
-
     def image_batch(round_: int) -> list[dict]:
         return [{"prompt": "<|image|>" + TEXT,
                  "multi_modal_data": {"image": [golden.pil_image("rgb", 640, 480, 1000 * round_ + i)]}}
@@ -158,21 +242,15 @@ def throughput(llm: Any, batch: int = 32, tokens: int = 128) -> dict[str, float]
         return [{"prompt": TEXT.replace("detail", f"detail, part {round_}.{i},")} for i in range(batch)]
 
     timed(image_batch(0)[:2] + text_batch(0)[:2], 8)  # warm-up
-    out = {
-        f"image_batch{batch}_tok_s": batch * tokens / best(image_batch, tokens),
-        f"text_batch{batch}_tok_s": batch * tokens / best(text_batch, tokens),
-    }
-    # The same images once more (GRPO samples several responses per image): preprocessing now
-    # comes from vLLM's processor cache, so this isolates the GPU path.
-    llm.reset_prefix_cache()
-    out[f"image_batch{batch}_seen_images_tok_s"] = batch * tokens / timed(image_batch(2), tokens)
-    first = statistics.median(timed([{"prompt": TEXT}], 1) for _ in range(3))
-    full = statistics.median(timed([{"prompt": TEXT}], 256) for _ in range(3))
-    out["single_stream_decode_tok_s"] = 255 / (full - first)
-    out["ttft_image_s"] = statistics.median(
-        timed([{"prompt": "<|image|>" + TEXT, "multi_modal_data": {"image": [golden.pil_image("rgb", 640, 480, 500 + i)]}}], 1)
-        for i in range(7)
-    )
+    out: dict[str, list[float]] = {f"image_batch{batch}_tok_s": [], f"text_batch{batch}_tok_s": [],
+                                   "single_stream_decode_tok_s": []}
+    for round_ in range(1, rounds + 1):
+        llm.reset_prefix_cache()
+        out[f"image_batch{batch}_tok_s"].append(batch * tokens / timed(image_batch(round_), tokens))
+        out[f"text_batch{batch}_tok_s"].append(batch * tokens / timed(text_batch(round_), tokens))
+        single = [{"prompt": TEXT.replace("detail", f"detail ({round_})")}]
+        first, full = timed(single, 1), timed(single, 128)
+        out["single_stream_decode_tok_s"].append(127 / (full - first))
     return out
 
 
@@ -192,29 +270,58 @@ def compare(engine_entry: dict, ref: dict) -> dict[str, float | None]:
     return out
 
 
+def _ratio_summary(a: list[float], b: list[float], faster_is_lower: bool = False) -> dict[str, float]:
+    """Per-round ratios (round i of one side over round i of the other): median and range."""
+    ratios = [(y / x if faster_is_lower else x / y) for x, y in zip(a, b)]
+    return {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios), "rounds": len(ratios)}
+
+
 def report(out: Path, device: str, checkpoint: str) -> None:
     ref = json.loads((out / "reference.json").read_text())
-    sides = {s: json.loads((out / f"engine_{s}.json").read_text()) for s in ("shim", "native") if (out / f"engine_{s}.json").is_file()}
-    results = {"device": device, "parity": {}, "throughput": {s: e["throughput"] for s, e in sides.items()},
-               "startup_s": {s: e["startup_s"] for s, e in sides.items()}}
+    engines = {p.stem[len("engine_"):]: json.loads(p.read_text()) for p in sorted(out.glob("engine_*.json"))}
+    results: dict[str, Any] = {"device": device, "parity": {}, "throughput": {}, "ratios": {},
+                               "engines": {k: {x: e.get(x) for x in ("side", "tp", "dtype", "quantization",
+                                                                     "cudagraph_mode_requested", "cudagraph_mode",
+                                                                     "startup_s", "memory")}
+                                           for k, e in engines.items()}}
     for name in PARITY:
-        results["parity"][name] = {s: compare(e["parity"][name], ref[name]) for s, e in sides.items()}
+        results["parity"][name] = {k: compare(e["parity"][name], ref[name]) for k, e in engines.items()
+                                   if name in e["parity"]}
     lines = [f"# Molmo2 checkpoint {checkpoint} on {device}", "",
-             "Log-prob deviation from transformers' native Molmo2 in float32 (the reference); engines in bf16 "
-             "(float32 with --quick):", "",
+             "Log-prob deviation from transformers' native Molmo2 in float32 (the reference):", "",
              "| prompt | engine | ids equal | last position, top-20 max \\|Δ\\| | whole prompt max \\|Δ\\| | mean \\|Δ\\| |",
              "|---|---|---|---|---|---|"]
     fmt = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731
-    for name, per_side in results["parity"].items():
-        for side, c in per_side.items():
-            lines.append(f"| {name} | {side} | {bool(c['ids_equal'])} | {fmt(c['last_top_max_abs'])} | "
+    for name, per_engine in results["parity"].items():
+        for label, c in per_engine.items():
+            lines.append(f"| {name} | {label} | {bool(c['ids_equal'])} | {fmt(c['last_top_max_abs'])} | "
                          f"{fmt(c['prompt_max_abs'])} | {fmt(c['prompt_mean_abs'])} |")
-    lines += ["", "| metric | shim | native | shim / native |", "|---|---|---|---|"]
-    if len(sides) == 2:
-        for key in sides["shim"]["throughput"]:
-            a, b = sides["shim"]["throughput"][key], sides["native"]["throughput"][key]
-            ratio = (b / a) if key.startswith("ttft") else (a / b)
-            lines.append(f"| {key} | {a:.3f} | {b:.3f} | {ratio:.3f}{' (faster)' if key.startswith('ttft') else ''} |")
+    lines += ["", "Engines:", ""]
+    for label, e in results["engines"].items():
+        lines.append(f"- {label}: side {e['side']}, TP {e['tp']}, {e['dtype']}, quantization {e['quantization']}, "
+                     f"CUDA graphs {e['cudagraph_mode']} (requested {e['cudagraph_mode_requested']}), "
+                     f"startup {e['startup_s']:.0f} s" + (f", memory {e['memory']}" if e.get("memory") else ""))
+    with_tp = {label: e for label, e in engines.items() if e.get("throughput")}
+    for label, e in with_tp.items():
+        results["throughput"][label] = e["throughput"]
+    lines += ["", "| metric | TP | A: shim | B: hub | C: native | A/B median [range] | A/C median [range] |",
+              "|---|---|---|---|---|---|---|"]
+    for tp in sorted({e["tp"] for e in with_tp.values()}):
+        side = {e["side"]: e for e in with_tp.values() if e["tp"] == tp and e.get("quantization") is None}
+        if "shim" not in side:
+            continue
+        for metric, a in side["shim"]["throughput"].items():
+            cells, ratios = [], []
+            for other in ("hub", "native"):
+                b = side.get(other, {}).get("throughput", {}).get(metric)
+                cells.append(f"{statistics.median(b):.1f}" if b else "n/a")
+                if b:
+                    r = _ratio_summary(a, b)
+                    results["ratios"][f"tp{tp}/{metric}/shim_over_{other}"] = r
+                    ratios.append(f"{r['median']:.3f} [{r['min']:.3f}, {r['max']:.3f}]")
+                else:
+                    ratios.append("n/a")
+            lines.append(f"| {metric} | {tp} | {statistics.median(a):.1f} | {cells[0]} | {cells[1]} | {ratios[0]} | {ratios[1]} |")
     (out / "results.json").write_text(json.dumps(results, indent=1))
     (out / "report.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
@@ -225,8 +332,15 @@ def main() -> int:
     ap.add_argument("step", choices=["all", "checkpoint", "reference", "engine", "report"])
     ap.add_argument("--ckpt", type=Path, required=True)
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--side", choices=["shim", "native"])
+    ap.add_argument("--side", choices=["shim", "hub", "native"])
+    ap.add_argument("--label", help="name of this engine's results (default: the side)")
     ap.add_argument("--tp", type=int, default=1)
+    ap.add_argument("--rounds", type=int, default=3, help="throughput rounds (0: parity only)")
+    ap.add_argument("--dtype", default="bfloat16")
+    ap.add_argument("--quantization")
+    ap.add_argument("--cudagraph-mode", help="request a CUDA graph mode (the shim may replace it, and says so)")
+    ap.add_argument("--memory-check", action="store_true", help="gpu_memory_utilization 0.9 and a full image batch")
+    ap.add_argument("--remote-code", type=Path, default=REPO / ".remote", help="the hub's five .py files (hub side)")
     ap.add_argument("--quick", action="store_true", help="CPU smoke run: float32, eager, tiny batches")
     ap.add_argument("--reference-path", default=os.environ.get("GPU_TF", ""),
                     help="PYTHONPATH entry holding transformers >= 5.20 for the reference step")
@@ -240,14 +354,16 @@ def main() -> int:
     elif args.step == "reference":
         reference(args.ckpt, args.out)
     elif args.step == "engine":
-        engine(args.ckpt, args.out, args.side, args.tp, args.quick)
+        engine(args.ckpt, args.out, args.side, args.tp, args.quick, rounds=args.rounds, dtype=args.dtype,
+               quantization=args.quantization, cudagraph_mode=args.cudagraph_mode, memory_check=args.memory_check,
+               remote_code=args.remote_code, label=args.label)
     elif args.step == "report":
         import torch
 
         report(args.out, torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu", args.ckpt.name)
     else:
         me = [sys.executable, __file__, "--ckpt", str(args.ckpt), "--out", str(args.out), "--tp", str(args.tp),
-              *(["--quick"] if args.quick else [])]
+              "--rounds", str(args.rounds), *(["--quick"] if args.quick else [])]
         ref_env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (args.reference_path, str(REPO), os.environ.get("PYTHONPATH", "")) if p))
         for step, extra, env in [("checkpoint", [], None), ("reference", [], ref_env),
                                  ("engine", ["--side", "shim"], None), ("engine", ["--side", "native"], None),
