@@ -1,21 +1,36 @@
 """Molmo2 image preprocessing: tiling, crops, patches and pooling indices.
 
 Produces exactly the tensors of the original image processor (bit-identical pixels, same
-integer indices) with whole-tensor operations instead of per-crop numpy copies:
+integer indices) with whole-tensor operations instead of per-crop numpy copies. For uint8
+images (PIL images, uint8 arrays) with the checkpoints' bilinear resampling:
 
-* the image is resized twice on uint8 (the whole image to one 378x378 "low-res" crop, and to a
-  canvas of th x tw overlapping 378x378 windows), with torchvision's bilinear kernel without
-  antialiasing, exactly as the original;
-* all crops are cut and patchified from one strided view of the canvas, converted to float32
-  in that same copy;
-* normalisation runs in place with the original's float32 operations in the original's order
-  (so bits are identical).
+* the image is converted once to planar float32 and resized twice with torch's bilinear
+  kernel (the whole image to one 378x378 "low-res" crop, and to a canvas of th x tw
+  overlapping 378x378 windows), selecting the same kernel the original's torchvision call
+  gets (see `_resize_hwc`): torch's result depends on its thread count, ours must not;
+* the resized planes are rounded (the original's uint8 round trip: every value already lies
+  in [0, 255]), scaled by 1/255 and have the mean subtracted in place, with the original's
+  float32 operations in its order;
+* the last operation, the division by the std, writes straight into the crops' patch layout
+  from one strided view of the canvas, so no crop is copied separately.
+
+Everything that depends only on the image size (tiling, pooling indices, grids) is cached.
+The processor's torch work runs on at most MOLMO2_SHIM_PROCESSOR_THREADS intra-op threads
+(default 1) and restores the caller's setting: on a host whose cores are busy (vLLM engine and
+tensor-parallel workers spinning) many threads per small operation oversubscribe the cores.
+Float images and other resampling modes take the general path (resize in the input's dtype,
+as the original), run at the caller's thread count.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
+import os
+import threading
+import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -129,11 +144,69 @@ def _tilings(max_crops: int) -> tuple[tuple[int, int], ...]:
     return tuple(sorted(out, key=lambda t: (t[0] * t[1], t[0])))
 
 
-def to_uint8_hwc(image: Any, do_convert_rgb: bool = True) -> torch.Tensor:
-    """Accept what the original accepts (PIL, HxWxC / HxW arrays, uint8 or float in [0, 1]).
+# Pixel dtypes the original's resize takes: uint8, or a float it resizes in that same dtype.
+_FLOAT_DTYPES = (np.float16, np.float32, np.float64)
 
-    Returns an HxWx3 uint8 tensor, or an HxWx3 float32 tensor for float input (the original
-    resizes float images in float and clips to [0, 1]).
+
+def _to_numpy(image: Any, what: str) -> np.ndarray:
+    """A torch tensor or numpy array as the original reads it (`tensor.detach().cpu().numpy()`)."""
+    if isinstance(image, torch.Tensor):
+        try:
+            return image.detach().cpu().numpy()
+        except TypeError as exc:  # bfloat16 and other dtypes numpy lacks: the original fails the same way
+            raise Molmo2InputError(
+                f"{what} tensor of dtype {image.dtype} is not supported; use uint8, or float16/32/64 in [0, 1]"
+            ) from exc
+    if isinstance(image, np.ndarray):
+        return image
+    raise Molmo2InputError(
+        f"unsupported {what} type {type(image).__name__}; pass a PIL image, an HxWx3 numpy array or torch tensor"
+    )
+
+
+def check_pixels(array: np.ndarray, what: str = "image") -> torch.Tensor:
+    """An HxWx3 uint8 / float16 / float32 / float64 array as a tensor of that dtype.
+
+    Exactly what the original's resize takes: it permutes the array as HxWxC, resizes it in its
+    own dtype (uint8 or float) and normalises with 3-channel means, so any other layout fails
+    there (channel-first, HxW, HxWx1, RGBA) and any other dtype fails its uint8 assertion.
+    Those are refused here with the reason instead of being read another way.
+    """
+    if array.dtype != np.uint8 and array.dtype.type not in _FLOAT_DTYPES:
+        raise Molmo2InputError(f"{what} dtype {array.dtype} is not supported; use uint8, or float16/32/64 in [0, 1]")
+    if array.dtype != np.uint8 and not np.isfinite(array).all():
+        # The original would resize NaN/inf into the pixels; refused on purpose (docs/robustness.md).
+        raise Molmo2InputError(f"float {what} contains NaN or inf values")
+    if array.ndim != 3 or array.shape[-1] != 3:
+        hint = ""
+        if array.ndim == 3 and array.shape[0] in (1, 3, 4):
+            hint = " (channel-first arrays are not transposed by the original: permute to HxWx3)"
+        elif array.ndim == 2 or (array.ndim == 3 and array.shape[-1] in (1, 2, 4)):
+            hint = " (the original does not convert grayscale or alpha arrays: pass HxWx3 RGB, or a PIL image)"
+        raise Molmo2InputError(
+            f"{what} array must be HxWx3 (height, width, RGB), got shape {tuple(array.shape)}{hint}"
+        )
+    h, w = array.shape[:2]
+    if h == 0 or w == 0:
+        raise Molmo2InputError(f"{what} has zero size ({w}x{h}); Molmo2 needs at least 1x1 pixels")
+    if h * w > _MAX_PIXELS:
+        raise Molmo2InputError(f"{what} of {w}x{h} pixels exceeds the decompression-bomb limit of {_MAX_PIXELS} pixels")
+    if not array.dtype.isnative:
+        array = array.astype(array.dtype.newbyteorder("="))
+    if not array.flags.writeable or any(st < 0 for st in array.strides):
+        # torch.from_numpy refuses negative strides, which np.ascontiguousarray keeps on
+        # length-1 axes; the original reads such arrays (cv2's img[..., ::-1] included).
+        array = array.copy()
+    return torch.from_numpy(np.ascontiguousarray(array))
+
+
+def image_to_tensor(image: Any, do_convert_rgb: bool = True) -> torch.Tensor:
+    """Accept what the original image processor accepts: PIL images in any mode PIL converts to
+    RGB, and HxWx3 arrays / tensors of uint8 or float (values in [0, 1], clipped after resizing).
+
+    Returns an HxWx3 tensor in the input's dtype: uint8 for PIL images and uint8 arrays, else
+    float16/32/64. The original resizes float pixels in their own dtype, so a float16 or float64
+    image must not be cast to float32 before resizing (its bits would differ).
     """
     try:
         from PIL import Image
@@ -152,44 +225,159 @@ def to_uint8_hwc(image: Any, do_convert_rgb: bool = True) -> torch.Tensor:
             array = np.asarray(image)
         except (OSError, SyntaxError, ValueError) as exc:  # what PIL raises for undecodable data
             raise Molmo2InputError(f"the image cannot be decoded: {exc}") from exc
-    elif isinstance(image, torch.Tensor):
-        array = image.detach().cpu().numpy()
-        if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[-1] not in (1, 3, 4):
-            array = np.transpose(array, (1, 2, 0))
-    elif isinstance(image, np.ndarray):
-        array = image
     else:
-        raise Molmo2InputError(f"unsupported image type {type(image).__name__}; pass a PIL image or an HxWx3 array")
-    if array.ndim == 2:
-        array = np.repeat(array[:, :, None], 3, axis=2)
-    if array.ndim != 3 or array.shape[-1] not in (1, 3, 4):
-        raise Molmo2InputError(f"image array must be HxW or HxWxC with C in (1, 3, 4), got shape {array.shape}")
-    if array.shape[-1] == 1:
-        array = np.repeat(array, 3, axis=2)
-    elif array.shape[-1] == 4:
-        array = array[..., :3]
-    h, w = array.shape[:2]
-    if h == 0 or w == 0:
-        raise Molmo2InputError(f"image has zero size ({w}x{h}); Molmo2 needs at least 1x1 pixels")
-    if h * w > _MAX_PIXELS:
-        raise Molmo2InputError(f"image of {w}x{h} pixels exceeds the decompression-bomb limit of {_MAX_PIXELS} pixels")
-    if not array.flags.writeable:
-        array = array.copy()
-    if array.dtype == np.uint8:
-        return torch.from_numpy(np.ascontiguousarray(array))
-    if np.issubdtype(array.dtype, np.floating):
-        if not np.isfinite(array).all():
-            raise Molmo2InputError("float image contains NaN or inf values")
-        return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
-    raise Molmo2InputError(f"image dtype {array.dtype} is not supported; use uint8 or float in [0, 1]")
+        array = _to_numpy(image, "image")
+    return check_pixels(array, "image")
 
 
 def _resize(hwc: torch.Tensor, height: int, width: int, mode: InterpolationMode) -> torch.Tensor:
+    """Resize in the input's own dtype (uint8, float16, float32 or float64), as the original;
+    float results are clipped to [0, 1] in that dtype. Callers cast to float32 afterwards."""
     chw = hwc.permute(2, 0, 1)
     out = TF.resize(chw, [height, width], interpolation=mode, antialias=False)
     if hwc.dtype == torch.uint8:
         return out.permute(1, 2, 0)  # torchvision rounds uint8 results back into range itself
     return out.clamp(0.0, 1.0).permute(1, 2, 0)
+
+
+# -- intra-op threads ----------------------------------------------------------------------
+
+THREADS_ENV = "MOLMO2_SHIM_PROCESSOR_THREADS"
+_DEFAULT_THREADS = 1
+_local = threading.local()
+
+
+@functools.lru_cache(maxsize=8)
+def _parse_threads(raw: str) -> int:
+    try:
+        n = int(raw)
+    except ValueError:
+        n = 0
+    if n < 1:
+        warnings.warn(f"{THREADS_ENV}={raw!r} is not a positive integer; using {_DEFAULT_THREADS}", stacklevel=3)
+        return _DEFAULT_THREADS
+    return n
+
+
+def processor_threads() -> int:
+    """Intra-op threads the processor's own torch work may use (MOLMO2_SHIM_PROCESSOR_THREADS)."""
+    raw = os.environ.get(THREADS_ENV, "").strip()
+    return _parse_threads(raw) if raw else _DEFAULT_THREADS
+
+
+@contextlib.contextmanager
+def bounded_threads() -> Iterator[int]:
+    """Run the enclosed torch work on at most `processor_threads()` intra-op threads.
+
+    Yields the caller's own thread count, which is what the original processor would run with
+    (torch's bilinear kernel choice depends on it, see `_resize_hwc`). The caller's setting is
+    restored on exit; nested uses keep the outermost caller's count. With OpenMP (torch's CPU
+    backend) the setting is per OS thread, so other threads' torch work is not affected.
+    """
+    caller = getattr(_local, "caller_threads", None)
+    if caller is not None:
+        yield caller
+        return
+    caller = torch.get_num_threads()
+    n = min(processor_threads(), caller)
+    _local.caller_threads = caller
+    if n != caller:
+        torch.set_num_threads(n)
+    try:
+        yield caller
+    finally:
+        if n != caller:
+            torch.set_num_threads(caller)
+        _local.caller_threads = None
+
+
+@contextlib.contextmanager
+def _threads(n: int) -> Iterator[None]:
+    before = torch.get_num_threads()
+    if before != n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if before != n:
+            torch.set_num_threads(before)
+
+
+def _generic_kernel(caller_threads: int, height: int, width: int) -> bool:
+    """Whether the original's bilinear resize to height x width runs torch's generic kernel.
+
+    torch's CPU kernel (2.8; later sources have the same rule, and `_channels_as_batch_is_generic`
+    checks it at run time) resizes a 3-channel float image with its "channels last" kernel
+    when the output is small (height + width <= 128) or when it runs on one intra-op thread,
+    and with the generic separable one otherwise. The two round differently (the uint8 results
+    differ by one step on a few pixels per image), so the original's pixels depend on torch's
+    thread count, and the shim reproduces the kernel the original gets at the caller's count.
+    """
+    return caller_threads > 1 and height + width > 128
+
+
+class _Source:
+    """A uint8 HxWx3 image as float32 in the two layouts the resize may take, each made once."""
+
+    def __init__(self, hwc: torch.Tensor) -> None:
+        self.hwc = hwc
+
+    @functools.cached_property
+    def planar(self) -> torch.Tensor:
+        """[3, h, w] contiguous (one transposing copy)."""
+        out = torch.empty((3, int(self.hwc.shape[0]), int(self.hwc.shape[1])), dtype=torch.float32)
+        out.copy_(self.hwc.permute(2, 0, 1))
+        return out
+
+    @functools.cached_property
+    def channels_last(self) -> torch.Tensor:
+        """[1, 3, h, w] with channels-last strides, as the original's `.to(float32)` makes it
+        (a straight conversion, no transposition)."""
+        return self.hwc.to(torch.float32).permute(2, 0, 1).unsqueeze(0)
+
+
+def _upsample_into(x: torch.Tensor, out: torch.Tensor) -> None:
+    """torch's bilinear resize of [1, 3, h, w] into `out` [1, 3, H, W] (any strides): the op
+    F.interpolate calls, given the output so that a channels-last one is written in place."""
+    size = [int(out.shape[2]), int(out.shape[3])]
+    try:
+        torch._C._nn.upsample_bilinear2d(x, size, False, None, None, out=out)
+    except (TypeError, RuntimeError):  # pragma: no cover - a torch without this overload
+        out.copy_(F.interpolate(x, size=size, mode="bilinear", align_corners=False))
+
+
+def _resize_hwc(src: _Source, height: int, width: int, caller_threads: int) -> torch.Tensor:
+    """Bilinear resize (no antialias, half-pixel centres) to a [height, width, 3] float32
+    tensor, bit for bit as the original's torchvision call at `caller_threads` threads."""
+    out = torch.empty((1, height, width, 3), dtype=torch.float32)
+    if not _generic_kernel(caller_threads, height, width):
+        # The channels-last kernel: chosen for any thread count when the output is small, and
+        # here the caller runs one thread (so this thread does too). It writes this HWC buffer.
+        _upsample_into(src.channels_last, out.permute(0, 3, 1, 2))
+    elif _channels_as_batch_is_generic(caller_threads, torch.get_num_threads()):
+        # [3, 1, h, w]: one channel per image, which torch always resizes with the generic
+        # kernel (at any thread count), so this thread count can stay bounded.
+        _, h, w = src.planar.shape
+        planar = F.interpolate(src.planar.view(3, 1, h, w), size=[height, width], mode="bilinear", align_corners=False)
+        out[0].copy_(planar.view(3, height, width).permute(1, 2, 0))
+    else:  # pragma: no cover - not the case on torch 2.8: run the original's call as it is
+        with _threads(caller_threads):
+            _upsample_into(src.channels_last, out.permute(0, 3, 1, 2))
+    return out[0]
+
+
+@functools.lru_cache(maxsize=8)
+def _channels_as_batch_is_generic(caller_threads: int, threads: int) -> bool:
+    """Check once per thread setting that resizing [C, 1, h, w] on `threads` threads gives the
+    original's [1, C, h, w] result on `caller_threads` threads (the kernel rule above)."""
+    g = torch.Generator().manual_seed(0)
+    hwc = torch.randint(0, 256, (37, 61, 3), dtype=torch.uint8, generator=g)
+    original_form = hwc.permute(2, 0, 1).unsqueeze(0).to(torch.float32)  # channels-last strides, as the original's
+    with _threads(caller_threads):
+        want = F.interpolate(original_form, size=[150, 97], mode="bilinear", align_corners=False)
+    with _threads(threads):
+        got = F.interpolate(original_form.contiguous().view(3, 1, 37, 61), size=[150, 97], mode="bilinear", align_corners=False)
+    return torch.equal(want, got.view(1, 3, 150, 97))
 
 
 def _patch_view(canvas: torch.Tensor, rows: int, cols: int, cfg: ImageProcessingConfig) -> torch.Tensor:
@@ -208,21 +396,22 @@ def _patch_view(canvas: torch.Tensor, rows: int, cols: int, cfg: ImageProcessing
     )
 
 
-def _patchify(canvases: list[tuple[torch.Tensor, int, int]], cfg: ImageProcessingConfig) -> torch.Tensor:
+def _patchify(canvases: list[tuple[torch.Tensor, int, int]], cfg: ImageProcessingConfig, out: torch.Tensor | None = None) -> torch.Tensor:
     """All crops of several canvases as float32 [crops, patches_per_crop, patch*patch*3].
 
-    One output buffer, filled straight from the strided crop views in a single copy (fresh
-    multi-megabyte buffers cost page faults).
+    One output buffer (`out`, or a new one), filled straight from the strided crop views in a
+    single copy (fresh multi-megabyte buffers cost page faults).
     """
     total = sum(r * c for _, r, c in canvases)
     p = cfg.patch_size
     n = cfg.crop_patches
-    out = torch.empty((total, cfg.patches_per_crop, p, p, 3), dtype=torch.float32)
+    if out is None:
+        out = torch.empty((total, cfg.patches_per_crop, p * p * 3), dtype=torch.float32)
     at = 0
     for canvas, rows, cols in canvases:
         out[at:at + rows * cols].view(rows, cols, n, n, p, p, 3).copy_(_patch_view(canvas, rows, cols, cfg))
         at += rows * cols
-    return out.view(total, cfg.patches_per_crop, p * p * 3)
+    return out
 
 
 def _normalize_(x: torch.Tensor, from_uint8: bool, cfg: ImageProcessingConfig) -> torch.Tensor:
@@ -239,6 +428,57 @@ def _normalize_(x: torch.Tensor, from_uint8: bool, cfg: ImageProcessingConfig) -
     channels.sub_(torch.tensor(cfg.image_mean, dtype=torch.float32))
     channels.div_(torch.tensor(cfg.image_std, dtype=torch.float32))
     return x
+
+
+def _uniform(values: tuple[float, ...]) -> bool:
+    return len(set(values)) == 1
+
+
+def _uint8_crops_into(out: torch.Tensor, hwc: torch.Tensor, targets: Sequence[tuple[int, int, int, int]],
+                      cfg: ImageProcessingConfig, caller_threads: int) -> None:
+    """Crops of a uint8 HxWx3 image, bilinear, into `out` [crops, patches_per_crop, p*p*3].
+
+    `targets` are (height, width, rows, cols): resize the image to height x width and cut
+    rows x cols crops at stride `window_size`, in order. Per pixel this is the original's
+    chain of float32 operations: bilinear resize of the uint8 values as float32 (the kernel
+    the original gets, `_resize_hwc`), round (its uint8 round trip: the values lie in
+    [0, 255], so the cast is exact), divide by 255, subtract the mean, divide by the std.
+    """
+    src = _Source(hwc)
+    p, n = cfg.patch_size, cfg.crop_patches
+    if _uniform(cfg.image_mean) and _uniform(cfg.image_std):
+        # Scalar operands give the same float32 results as the original's 3-wide broadcast.
+        mean: float | torch.Tensor = cfg.image_mean[0]
+        std: float | torch.Tensor = cfg.image_std[0]
+    else:
+        mean = torch.tensor(cfg.image_mean, dtype=torch.float32)
+        std = torch.tensor(cfg.image_std, dtype=torch.float32)
+    at = 0
+    for height, width, rows, cols in targets:
+        canvas = _resize_hwc(src, height, width, caller_threads)
+        canvas.round_()
+        canvas.div_(255.0)
+        canvas.sub_(mean)
+        dst = out[at:at + rows * cols].view(rows, cols, n, n, p, p, 3)
+        torch.div(_patch_view(canvas, rows, cols, cfg), std, out=dst)
+        at += rows * cols
+
+
+def crops_into(out: torch.Tensor, hwc: torch.Tensor, targets: Sequence[tuple[int, int, int, int]],
+               cfg: ImageProcessingConfig, caller_threads: int) -> None:
+    """Normalised crops of an HxWx3 image tensor into `out` (see `_uint8_crops_into` for
+    `targets`). Run inside `bounded_threads()`, whose value is `caller_threads`."""
+    mode = _RESAMPLE.get(cfg.resample)
+    if mode is None:
+        raise ValueError(f"unsupported resample mode {cfg.resample} in preprocessor_config.json")
+    if hwc.dtype == torch.uint8 and mode == InterpolationMode.BILINEAR:
+        _uint8_crops_into(out, hwc, targets, cfg, caller_threads)
+        return
+    # Float pixels (resized in their own dtype) and other modes: the original's torchvision
+    # call as it is, at the caller's thread count.
+    with _threads(caller_threads):
+        canvases = [(_resize(hwc, height, width, mode), rows, cols) for height, width, rows, cols in targets]
+        _normalize_(_patchify(canvases, cfg, out), hwc.dtype == torch.uint8, cfg)
 
 
 def pool_windows(index_grid: torch.Tensor, pool_h: int, pool_w: int) -> torch.Tensor:
@@ -291,6 +531,7 @@ def pooling_layout(rows: int, cols: int, cfg: ImageProcessingConfig) -> tuple[to
     return torch.cat([low_pool, high_pool]).to(torch.int64), (lr, lc, hr, hc)
 
 
+@functools.lru_cache(maxsize=1024)
 def image_tiling(height: int, width: int, cfg: ImageProcessingConfig) -> tuple[int, int]:
     return select_tiling(height - cfg.margin_pixels, width - cfg.margin_pixels, cfg.window_size, cfg.max_crops)
 
@@ -300,18 +541,45 @@ def image_grid_for_size(height: int, width: int, cfg: ImageProcessingConfig) -> 
     return pooling_layout(*image_tiling(height, width, cfg), cfg)[1]
 
 
-def preprocess_image(image: Any, cfg: ImageProcessingConfig) -> ProcessedImage:
-    hwc = to_uint8_hwc(image, cfg.do_convert_rgb)
-    mode = _RESAMPLE.get(cfg.resample)
-    if mode is None:
-        raise ValueError(f"unsupported resample mode {cfg.resample} in preprocessor_config.json")
+def image_crops(height: int, width: int, cfg: ImageProcessingConfig) -> int:
+    """Crops (low-res one included) of an image of this size."""
+    rows, cols = image_tiling(height, width, cfg)
+    return rows * cols + 1
+
+
+def _preprocess_tensor(hwc: torch.Tensor, cfg: ImageProcessingConfig, caller_threads: int,
+                       out: torch.Tensor | None = None) -> ProcessedImage:
     height, width = int(hwc.shape[0]), int(hwc.shape[1])
     rows, cols = image_tiling(height, width, cfg)
-    canvas = _resize(hwc, rows * cfg.window_size + cfg.margin_pixels, cols * cfg.window_size + cfg.margin_pixels, mode)
-    low_res = _resize(hwc, cfg.crop_size, cfg.crop_size, mode)
-    pixels = _normalize_(_patchify([(low_res, 1, 1), (canvas, rows, cols)], cfg), hwc.dtype == torch.uint8, cfg)
+    p = cfg.patch_size
+    if out is None:
+        out = torch.empty((rows * cols + 1, cfg.patches_per_crop, p * p * 3), dtype=torch.float32)
+    crop = cfg.crop_size
+    targets = [(crop, crop, 1, 1),
+               (rows * cfg.window_size + cfg.margin_pixels, cols * cfg.window_size + cfg.margin_pixels, rows, cols)]
+    crops_into(out, hwc, targets, cfg, caller_threads)
     pooling, grid = pooling_layout(rows, cols, cfg)
-    return ProcessedImage(pixel_values=pixels, token_pooling=pooling.clone(), grid=grid)
+    return ProcessedImage(pixel_values=out, token_pooling=pooling.clone(), grid=grid)
+
+
+def preprocess_image(image: Any, cfg: ImageProcessingConfig) -> ProcessedImage:
+    with bounded_threads() as caller:
+        return _preprocess_tensor(image_to_tensor(image, cfg.do_convert_rgb), cfg, caller)
+
+
+def preprocess_images(images: Sequence[Any], cfg: ImageProcessingConfig) -> tuple[list[ProcessedImage], torch.Tensor]:
+    """Several images into one pixel buffer (no concatenation afterwards): each image's
+    `pixel_values` is its slice of the returned [all crops, patches, p*p*3] tensor."""
+    with bounded_threads() as caller:
+        tensors = [image_to_tensor(im, cfg.do_convert_rgb) for im in images]
+        counts = [image_crops(int(t.shape[0]), int(t.shape[1]), cfg) for t in tensors]
+        p = cfg.patch_size
+        pixels = torch.empty((sum(counts), cfg.patches_per_crop, p * p * 3), dtype=torch.float32)
+        out, at = [], 0
+        for t, count in zip(tensors, counts):
+            out.append(_preprocess_tensor(t, cfg, caller, pixels[at:at + count]))
+            at += count
+        return out, pixels
 
 
 def size_with_most_tokens(cfg: ImageProcessingConfig, count_tokens: Any) -> tuple[int, int, int]:

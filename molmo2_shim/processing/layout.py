@@ -62,7 +62,8 @@ class SpecialTokenIds:
             raise ValueError(
                 f"the tokenizer lacks Molmo2 special tokens {missing}; use the checkpoint's own tokenizer"
             )
-        bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+        # The original's rule, Python `or` included: a BOS id of 0 (or None) falls through to EOS.
+        bos = tokenizer.bos_token_id or tokenizer.eos_token_id
         if bos is None:
             raise ValueError("the tokenizer defines neither a BOS nor an EOS token; Molmo2 prompts start with BOS")
         return cls(**{k: int(vocab[s]) for k, s in TOKEN_STRINGS.items()}, bos=int(bos))
