@@ -61,9 +61,13 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_REMOTE_CODE = REPO.parent / "shared" / "reference" / "molmo2-4b-remote"
-ENV_ROOT = Path(os.environ.get("MOLMO2_SHIM_ENV_ROOT", Path.home() / ".cache" / "molmo2-shim" / "envs"))
-DEFAULT_ORIGINAL_PYTHON = ENV_ROOT / "vllm-0.11.2" / "bin" / "python"
-DEFAULT_NATIVE_PYTHON = ENV_ROOT / "hf-reference" / "bin" / "python"
+# The test environments tools/testenv.py builds: the 0.11.2 row's (transformers 4.57, which runs
+# the hub code) and the transformers 5 reference environment.
+sys.path.insert(0, str(REPO / "tools"))
+import testenv  # noqa: E402
+
+DEFAULT_ORIGINAL_PYTHON = testenv.interpreter(testenv.row_for("0.11.2"))
+DEFAULT_NATIVE_PYTHON = testenv.env_root() / "hf-reference" / "bin" / "python"
 REMOTE_FILES = (
     "configuration_molmo2.py",
     "modeling_molmo2.py",
