@@ -158,6 +158,8 @@ def engine(ckpt: Path, out: Path, side: str, tp: int, quick: bool = False, *, ro
         status = molmo2_shim.install().action
     from vllm import LLM, SamplingParams
 
+    if memory_check:
+        os.environ["VLLM_ALLOW_INSECURE_SERIALIZATION"] = "1"  # collective_rpc with a function (peak memory)
     start = time.perf_counter()
     if quick:
         # On the CPU backend this is the share of host memory vLLM insists is free at start.
@@ -174,7 +176,8 @@ def engine(ckpt: Path, out: Path, side: str, tp: int, quick: bool = False, *, ro
     if side == "hub":
         assert "molmo2_shim" not in sys.modules, "hub side: molmo2-shim was imported"
     cc = llm.llm_engine.vllm_config.compilation_config
-    result: dict[str, Any] = {"side": side, "label": label or side, "status": status, "startup_s": startup, "tp": tp,
+    engine_name = label or (side if tp == 1 else f"{side}-tp{tp}")
+    result: dict[str, Any] = {"side": side, "label": engine_name, "variant": label is not None, "status": status, "startup_s": startup, "tp": tp,
                               "dtype": "float32" if quick else dtype, "quantization": quantization, "cudagraph_mode_requested": cudagraph_mode,
                               "cudagraph_mode": str(getattr(cc, "cudagraph_mode", None)), "parity": {}}
     for name, (prompt, spec) in PARITY.items():
@@ -195,7 +198,7 @@ def engine(ckpt: Path, out: Path, side: str, tp: int, quick: bool = False, *, ro
         result["memory"] = memory(llm)
     if rounds:
         result["throughput"] = throughput(llm, 4, 16, rounds=1) if quick else throughput(llm, rounds=rounds)
-    (out / f"engine_{label or side}.json").write_text(json.dumps(result))
+    (out / f"engine_{engine_name}.json").write_text(json.dumps(result))
 
 
 def _peak_gib(worker: Any) -> float:
@@ -307,7 +310,7 @@ def report(out: Path, device: str, checkpoint: str) -> None:
     lines += ["", "| metric | TP | A: shim | B: hub | C: native | A/B median [range] | A/C median [range] |",
               "|---|---|---|---|---|---|---|"]
     for tp in sorted({e["tp"] for e in with_tp.values()}):
-        side = {e["side"]: e for e in with_tp.values() if e["tp"] == tp and e.get("quantization") is None}
+        side = {e["side"]: e for e in with_tp.values() if e["tp"] == tp and not e.get("variant")}
         if "shim" not in side:
             continue
         for metric, a in side["shim"]["throughput"].items():
@@ -322,6 +325,20 @@ def report(out: Path, device: str, checkpoint: str) -> None:
                 else:
                     ratios.append("n/a")
             lines.append(f"| {metric} | {tp} | {statistics.median(a):.1f} | {cells[0]} | {cells[1]} | {ratios[0]} | {ratios[1]} |")
+    defaults = {e["tp"]: e for e in with_tp.values() if e["side"] == "shim" and not e.get("variant")}
+    variants = {label: e for label, e in with_tp.items() if e["side"] == "shim" and e.get("variant") and e["tp"] in defaults}
+    if variants:
+        lines += ["", "Variants of the shim side against its default (same TP, same session):", "",
+                  "| variant | metric | variant | shim | variant / shim median [range] |", "|---|---|---|---|---|"]
+        for label, e in variants.items():
+            base = defaults[e["tp"]]
+            for metric, a in e["throughput"].items():
+                b = base["throughput"].get(metric)
+                if b:
+                    r = _ratio_summary(a, b)
+                    results["ratios"][f"tp{e['tp']}/{metric}/{label}_over_shim"] = r
+                    lines.append(f"| {label} | {metric} | {statistics.median(a):.1f} | {statistics.median(b):.1f} | "
+                                 f"{r['median']:.3f} [{r['min']:.3f}, {r['max']:.3f}] |")
     (out / "results.json").write_text(json.dumps(results, indent=1))
     (out / "report.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -3,17 +3,19 @@
 # benchmarks/gpu/run_gpu.py steps. Run from the repository root.
 #
 #   benchmarks/gpu/session.sh stage             copy the bundle chunks present in .bundle/ to $STAGE
-#   benchmarks/gpu/session.sh unpack            join the chunks, check payload.sha256, unpack (once)
+#   benchmarks/gpu/session.sh unpack            join the chunks, check payload.sha256, unpack (once),
+#                                               install molmo2-shim's wheel (dist/, `pip wheel .`)
 #   benchmarks/gpu/session.sh run STEP ARGS...  run_gpu.py STEP with the bundle's vLLM; the `hub`
 #                                               side runs without molmo2-shim on the path
 #
 # .bundle/ holds the bundle's chunks, payload.sha256 and unpack.py; .remote/ the hub's five .py
-# files (both ignored by git, carried to the host). Results go to $OUT (default results/).
+# files (both ignored by git, carried to the host). Results go to $RESULTS (default results/).
 set -euo pipefail
 STAGE=${STAGE:-/tmp/molmo2-bundle}
 export GPU_SITE=${GPU_SITE:-/tmp/gpu-site} GPU_TF=${GPU_TF:-/tmp/gpu-tf}
+SHIM_SITE=${SHIM_SITE:-/tmp/shim-site}
 CKPT=${CKPT:-/tmp/molmo2-4b-random}
-OUT=${OUT:-results}
+RESULTS=${RESULTS:-results}
 REPO=$(pwd)
 
 case "$1" in
@@ -25,18 +27,25 @@ case "$1" in
   unpack)
     cd "$STAGE"
     cat $(ls p[0-9]* | sort -V) > payload.tar.xz
-    sha256sum -c payload.sha256
+    echo "$(cut -d' ' -f1 payload.sha256)  payload.tar.xz" | sha256sum -c
     python3 unpack.py payload.tar.xz
+    cd "$REPO"
+    # a wheel is a zip: extracted onto a path entry it is installed (entry points included)
+    python3 -c "import glob, sys, zipfile; zipfile.ZipFile(glob.glob('dist/molmo2_shim-*.whl')[0]).extractall(sys.argv[1])" "$SHIM_SITE"
     ;;
   run)
     shift
     step=$1
     shift
     export VLLM_USE_FLASHINFER_SAMPLER=0 TVM_FFI_DISABLE_TORCH_C_DLPACK=1 VLLM_NO_USAGE_STATS=1 HF_HUB_OFFLINE=1
-    path="$GPU_SITE:$REPO"
+    # molmo2-shim as installed (its wheel maps patches/ into the package), never the source tree
+    path="$GPU_SITE:$SHIM_SITE"
     if [[ " $* " == *" --side hub "* ]]; then path="$GPU_SITE"; fi
-    if [[ "$step" == reference ]]; then path="$GPU_TF:$GPU_SITE:$REPO"; fi
-    PYTHONPATH="$path" python3 benchmarks/gpu/run_gpu.py "$step" --ckpt "$CKPT" --out "$OUT" "$@"
+    if [[ "$step" == reference ]]; then path="$GPU_TF:$GPU_SITE:$SHIM_SITE"; fi
+    # from another directory: vLLM's helper processes put their cwd on sys.path, and the source
+    # tree there would shadow the installed package
+    results=$(realpath -m "$RESULTS")
+    cd /tmp && PYTHONPATH="$path" python3 "$REPO/benchmarks/gpu/run_gpu.py" "$step" --ckpt "$CKPT" --out "$results" "$@"
     ;;
   *)
     echo "usage: $0 stage|unpack|run STEP ARGS..." >&2
