@@ -113,6 +113,8 @@ class VisionTransformer(nn.Module):
     def __init__(self, cfg: Any, num_blocks: int, quant_config: Any, prefix: str) -> None:
         super().__init__()
         patch = cfg.image_patch_size
+        # Full precision under any quantisation, as vLLM's vision towers keep their patch
+        # embeddings (its input width, 588 for 14x14 patches, is not one fp8 GEMMs accept).
         self.patch_embedding = ReplicatedLinear(
             patch * patch * 3, cfg.hidden_size, bias=True,
             quant_config=None, prefix=f"{prefix}.patch_embedding", return_bias=False,
