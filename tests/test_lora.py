@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import logging
 from typing import Any
 
 import pytest
@@ -107,15 +108,17 @@ def test_vision_adapter_is_refused_with_a_clear_error_and_the_engine_keeps_servi
     assert_matches_peft(out, "original-names", "text_only")
 
 
-def test_vision_adapter_opt_out_serves_its_language_part(inprocess, monkeypatch):
-    """MOLMO2_SHIM_ALLOW_INEXACT=1: loaded without the vision deltas; the text positions then
-    follow PEFT's adapter closely (the vision deltas barely reach the tiny model's text logits),
-    and differ from the base model."""
+def test_vision_adapter_opt_out_serves_its_language_part(inprocess, monkeypatch, caplog):
+    """MOLMO2_SHIM_ALLOW_INEXACT=1: loaded without the vision deltas, with a warning that says
+    so; the text positions then follow PEFT's adapter closely (the vision deltas barely reach the
+    tiny model's text logits), and differ from the base model."""
     from vllm.lora.request import LoRARequest
 
     monkeypatch.setenv("MOLMO2_SHIM_ALLOW_INEXACT", "1")
     request = LoRARequest("vision-target-allowed", 8, str(adapter("vision-target")))
-    assert inprocess.llm.llm_engine.add_lora(request)
+    with caplog.at_level(logging.WARNING, logger="molmo2_shim"):
+        assert inprocess.llm.llm_engine.add_lora(request)
+    assert "WITHOUT its" in caplog.text and "vision_backbone" in caplog.text, caplog.text
     out = inprocess.llm.generate([golden_request("text_only")], full_logprob_params(), lora_request=request)[0]
     base = golden.model_case("text_only")
     assert logits_difference(position_logprobs(out), base["logits_bidir"]) > 0.1

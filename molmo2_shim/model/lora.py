@@ -20,7 +20,7 @@ original does (`att_proj` rows [q; k; v], `ff_proj` rows [up; gate]), so:
 
 from __future__ import annotations
 
-import os
+import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -28,7 +28,10 @@ from dataclasses import dataclass, field
 import torch
 from vllm.model_executor.models.utils import WeightsMapper
 
+from ..engine.exactness import allow_inexact
 from ..errors import Molmo2ConfigError
+
+logger = logging.getLogger("molmo2_shim")
 
 # Adapter module names (after PEFT's "base_model.model." prefix) -> the shim's module names.
 RENAMED_MODULES = {".self_attn.att_proj.": ".self_attn.qkv_proj.", ".self_attn.attn_out.": ".self_attn.o_proj.",
@@ -78,13 +81,15 @@ def prepare_adapter(tensors: Mapping[str, torch.Tensor], out_sizes: Mapping[str,
     """
     vision = sorted(n for n in tensors if any(part in n for part in VISION_PARTS))
     if vision:
-        if os.environ.get("MOLMO2_SHIM_ALLOW_INEXACT", "").strip().lower() not in ("1", "true", "yes", "on"):
+        if not allow_inexact():
             raise Molmo2ConfigError(
                 f"this LoRA adapter trains vision modules ({vision[0]}, ... {len(vision)} tensors); vLLM applies LoRA to "
                 "Molmo2's language model only, so the served model would differ from the adapter's. Train the adapter "
                 "on the text decoder only (PEFT exclude_modules for the vision backbone), or set "
                 "MOLMO2_SHIM_ALLOW_INEXACT=1 to serve it without its vision deltas."
             )
+        logger.warning("molmo2-shim: MOLMO2_SHIM_ALLOW_INEXACT=1: serving a LoRA adapter WITHOUT its %d vision-module "
+                       "tensors (%s, ...): its outputs differ from the adapter's model", len(vision), vision[0])
         tensors = {n: t for n, t in tensors.items() if n not in vision}
     groups: dict[str, dict[str, dict[str, torch.Tensor]]] = {}
     out: dict[str, torch.Tensor] = {}
