@@ -286,10 +286,11 @@ def remote_sha256(remote: Path) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def runnable_copy(checkpoint: Path, remote: Path) -> Iterator[Path]:
-    """A temporary folder holding the checkpoint's files plus the remote code next to config.json."""
+def runnable_copy(checkpoint: Path, remote: Path, folder: str = "ckpt") -> Iterator[Path]:
+    """A temporary folder (named `folder`) holding the checkpoint's files plus the remote code
+    next to config.json."""
     with tempfile.TemporaryDirectory(prefix="molmo2_golden_") as tmp:
-        dst = Path(tmp) / "ckpt"
+        dst = Path(tmp) / folder
         shutil.copytree(checkpoint, dst)
         for name in REMOTE_FILES:
             shutil.copy(remote / name, dst / name)

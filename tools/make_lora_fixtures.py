@@ -1,8 +1,8 @@
 """Build LoRA adapter fixtures in PEFT's own format, plus goldens of PEFT applied to the model each was made for.
 
-    python tools/make_lora_fixtures.py --install-peft /tmp/peftlib     # PEFT into a throwaway folder
-    python tools/make_lora_fixtures.py --peft-path /tmp/peftlib         # build everything
-    python tools/make_lora_fixtures.py --peft-path /tmp/peftlib --verify
+    python tools/make_lora_fixtures.py --install-peft PEFT_DIR         # PEFT into a throwaway folder
+    python tools/make_lora_fixtures.py --peft-path PEFT_DIR             # build everything
+    python tools/make_lora_fixtures.py --peft-path PEFT_DIR --verify
 
 The adapters are made with the PEFT library (``get_peft_model`` + ``save_pretrained``); PEFT is
 never a dependency of the project: it is installed with ``pip --target`` into a folder outside
@@ -43,16 +43,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
-import io
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
 import tempfile
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -60,21 +56,24 @@ from typing import Any
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_REMOTE_CODE = REPO.parent / "shared" / "reference" / "molmo2-4b-remote"
 # The test environments tools/testenv.py builds: the 0.11.2 row's (transformers 4.57, which runs
 # the hub code) and the transformers 5 reference environment.
 sys.path.insert(0, str(REPO / "tools"))
 import testenv  # noqa: E402
+from make_golden import (  # noqa: E402  (the golden data's helpers: same files, same byte-reproducible writers)
+    DEFAULT_REMOTE_CODE,
+    REMOTE_FILES,
+    load_npz,
+    max_abs,
+    save_npz,
+    sha256_file,
+    write_json,
+)
+from make_golden import runnable_copy as _runnable_copy  # noqa: E402
+from make_golden import versions as _golden_versions  # noqa: E402
 
 DEFAULT_ORIGINAL_PYTHON = testenv.interpreter(testenv.row_for("0.11.2"))
 DEFAULT_NATIVE_PYTHON = testenv.env_root() / "hf-reference" / "bin" / "python"
-REMOTE_FILES = (
-    "configuration_molmo2.py",
-    "modeling_molmo2.py",
-    "image_processing_molmo2.py",
-    "processing_molmo2.py",
-    "video_processing_molmo2.py",
-)
 FIXTURES = REPO / "tests" / "fixtures"
 TINY = FIXTURES / "molmo2-tiny"
 GOLDEN = FIXTURES / "golden"
@@ -140,59 +139,21 @@ ADAPTERS: dict[str, dict[str, Any]] = {
 # ----------------------------------------------------------------------------------------------
 
 
-def sha256_file(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def write_json(path: Path, obj: Any) -> None:
-    path.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
 
 
-def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """np.savez_compressed, except every member gets the same zip timestamp (reproducible bytes)."""
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        for key, value in arrays.items():
-            info = zipfile.ZipInfo(key + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
-            info.compress_type = zipfile.ZIP_DEFLATED
-            with zf.open(info, "w", force_zip64=True) as fid:
-                np.lib.format.write_array(fid, np.asanyarray(value), allow_pickle=False)
-    path.write_bytes(buf.getvalue())
 
 
-def load_npz(path: Path) -> dict[str, np.ndarray]:
-    with np.load(path) as z:
-        return {k: z[k] for k in z.files}
 
 
-def max_abs(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.abs(a.astype(np.float64) - b.astype(np.float64)).max())
 
 
 def versions() -> dict[str, Any]:
     import accelerate
     import peft
-    import PIL
-    import safetensors
-    import tokenizers
-    import torch
-    import torchvision
-    import transformers
 
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "peft": peft.__version__,
-        "accelerate": accelerate.__version__,
-        "torchvision": torchvision.__version__,
-        "tokenizers": tokenizers.__version__,
-        "safetensors": safetensors.__version__,
-        "numpy": np.__version__,
-        "pillow": PIL.__version__,
-        "torch_num_threads": NUM_THREADS,
-        "device": "cpu",
-    }
+    return {**_golden_versions(), "peft": peft.__version__, "accelerate": accelerate.__version__}
 
 
 def golden_module() -> Any:
@@ -273,11 +234,7 @@ def runnable_copy(remote: Path) -> Iterator[Path]:
     """molmo2-tiny plus the remote code, in a temporary folder always named molmo2-tiny: transformers
     names the remote-code module after the folder (transformers_modules.molmo2_hyphen_tiny), and
     PEFT writes that module name into adapter_config.json."""
-    with tempfile.TemporaryDirectory(prefix="molmo2_lora_") as tmp:
-        dst = Path(tmp) / "molmo2-tiny"
-        shutil.copytree(TINY, dst)
-        for name in REMOTE_FILES:
-            shutil.copy(remote / name, dst / name)
+    with _runnable_copy(TINY, remote, folder="molmo2-tiny") as dst:
         yield dst
 
 
@@ -745,9 +702,9 @@ adapter was made for. `manifest.json` holds everything below in full: versions, 
 every tensor name and shape, sha256 and size of every file, per-case distances.
 
 ```
-python tools/make_lora_fixtures.py --install-peft /tmp/peftlib   # pip --target; never into the project's environments
-python tools/make_lora_fixtures.py --peft-path /tmp/peftlib      # build (then runs --verify)
-python tools/make_lora_fixtures.py --peft-path /tmp/peftlib --verify
+python tools/make_lora_fixtures.py --install-peft PEFT_DIR       # pip --target; never into the project's environments
+python tools/make_lora_fixtures.py --peft-path PEFT_DIR          # build (then runs --verify)
+python tools/make_lora_fixtures.py --peft-path PEFT_DIR --verify
 ```
 
 The script runs two workers: the ORIGINAL model in the torch 2.8 test environment
