@@ -11,12 +11,17 @@
 # .bundle/ holds the bundle's chunks, payload.sha256 and unpack.py; .remote/ the hub's five .py
 # files (both ignored by git, carried to the host). Results go to $RESULTS (default results/).
 set -euo pipefail
-STAGE=${STAGE:-/tmp/molmo2-bundle}
-export GPU_SITE=${GPU_SITE:-/tmp/gpu-site} GPU_TF=${GPU_TF:-/tmp/gpu-tf}
-SHIM_SITE=${SHIM_SITE:-/tmp/shim-site}
-CKPT=${CKPT:-/tmp/molmo2-4b-random}
-RESULTS=${RESULTS:-results}
 REPO=$(pwd)
+# Everything the session unpacks or writes lives under one work folder (default: .gpu-work/ in the
+# checkout, ignored by git; on a host that copies the checkout per call, point it at a folder
+# that outlives the call). Each path can still be set on its own.
+WORK=${MOLMO2_GPU_WORK:-$REPO/.gpu-work}
+STAGE=${STAGE:-$WORK/bundle}
+export GPU_SITE=${GPU_SITE:-$WORK/gpu-site} GPU_TF=${GPU_TF:-$WORK/gpu-tf}
+SHIM_SITE=${SHIM_SITE:-$WORK/shim-site}
+CKPT=${CKPT:-$WORK/molmo2-4b-random}
+RESULTS=${RESULTS:-results}
+mkdir -p "$WORK/run"
 
 case "$1" in
   stage)
@@ -45,7 +50,7 @@ case "$1" in
     # from another directory: vLLM's helper processes put their cwd on sys.path, and the source
     # tree there would shadow the installed package
     results=$(realpath -m "$RESULTS")
-    cd /tmp && PYTHONPATH="$path" python3 "$REPO/benchmarks/gpu/run_gpu.py" "$step" --ckpt "$CKPT" --out "$results" "$@"
+    cd "$WORK/run" && PYTHONPATH="$path" python3 "$REPO/benchmarks/gpu/run_gpu.py" "$step" --ckpt "$CKPT" --out "$results" "$@"
     ;;
   *)
     echo "usage: $0 stage|unpack|run STEP ARGS..." >&2
