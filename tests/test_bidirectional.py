@@ -3,7 +3,10 @@
 Several requests of different lengths share one flat step, as in a vLLM prefill batch; each
 request's multimodal rows must equal softmax attention under the original's mask (causal, plus
 every multimodal token sees every multimodal token of its request), computed here in float64
-one request at a time.
+one request at a time. Both ways the shim computes them are checked: padded SDPA groups (CPU,
+float32) and the runs packed for a fused variable-length kernel (GPU). The fused kernels need
+CUDA, so here a plain per-sequence attention stands in for the kernel: what is tested is the
+packing that feeds it (which keys each run sees, the offsets), not the kernel.
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from molmo2_shim.model.bidirectional import BidirectionalPrefill, group_segments  # noqa: E402
+import molmo2_shim.model.bidirectional as bidir  # noqa: E402
+from molmo2_shim.model.bidirectional import BidirectionalPrefill, Run, group_runs  # noqa: E402
 
 pytestmark = pytest.mark.model
 
@@ -40,26 +44,42 @@ def dense_reference(q, k, v, is_mm: torch.Tensor) -> torch.Tensor:
     return (scores.softmax(-1) @ vh).transpose(0, 1).reshape(n, HEADS * DIM)
 
 
-@pytest.mark.parametrize("max_waste", [1.0, 1.5, 100.0])  # one group per request ... all in one
-def test_rows_match_dense_reference(max_waste: float, monkeypatch: pytest.MonkeyPatch) -> None:
+REQUESTS = [
+    request(12, [(1, 6)]),
+    request(5, []),  # text only: untouched
+    request(30, [(2, 9), (14, 25)]),  # two images, text between them
+    request(9, [(0, 9)]),
+    request(20, [(3, 5), (6, 8), (8, 12), (15, 16)]),  # short runs, one-token gaps, a one-token run
+]
+
+
+def per_sequence_kernel(q, k, v, cu_q, cu_k, max_q, max_k, scale):  # noqa: ANN001, ANN201
+    """The contract of a fused varlen kernel, one sequence at a time (no mask inside one)."""
+    assert cu_q.dtype == torch.int32 and cu_k.dtype == torch.int32
+    out = torch.empty_like(q)
+    for i in range(cu_q.numel() - 1):
+        a, b, c, d = int(cu_q[i]), int(cu_q[i + 1]), int(cu_k[i]), int(cu_k[i + 1])
+        assert b - a <= max_q and d - c <= max_k
+        ks = k[c:d].repeat_interleave(q.shape[1] // k.shape[1], dim=1)
+        vs = v[c:d].repeat_interleave(q.shape[1] // k.shape[1], dim=1)
+        o = torch.nn.functional.scaled_dot_product_attention(
+            q[a:b].transpose(0, 1), ks.transpose(0, 1), vs.transpose(0, 1), scale=scale
+        )
+        out[a:b] = o.transpose(0, 1)
+    return out
+
+
+def run_step(kernel, monkeypatch: pytest.MonkeyPatch, max_waste: float = 1.5):  # noqa: ANN001, ANN201
     torch.manual_seed(0)
-    requests = [
-        request(12, [(1, 6)]),
-        request(5, []),  # text only: untouched
-        request(30, [(2, 9), (14, 25)]),  # two images, text between them
-        request(9, [(0, 9)]),
-    ]
-    ids = torch.cat(requests)
-    positions = torch.cat([torch.arange(len(r)) for r in requests])
+    ids = torch.cat(REQUESTS)
+    positions = torch.cat([torch.arange(len(r)) for r in REQUESTS])
     total = ids.shape[0]
     q = torch.randn(total, HEADS * DIM)
     k = torch.randn(total, KV_HEADS * DIM)
     v = torch.randn(total, KV_HEADS * DIM)
     causal_out = torch.randn(total, HEADS * DIM)  # stands in for the backend's causal result
-
-    import molmo2_shim.model.bidirectional as bidir
-
-    monkeypatch.setattr(bidir, "group_segments", lambda segs, dev: group_segments(segs, dev, max_waste))
+    monkeypatch.setattr(bidir, "fused_kernel_for", lambda q, head_dim: kernel)
+    monkeypatch.setattr(bidir, "group_runs", lambda runs, dev: group_runs(runs, dev, max_waste))
     plan = BidirectionalPrefill([MM_ID])
     plan.note_input_ids(ids, has_mm_embeddings=True)
     plan.begin_step(positions)
@@ -67,7 +87,7 @@ def test_rows_match_dense_reference(max_waste: float, monkeypatch: pytest.Monkey
     plan.end_step()
 
     start = 0
-    for r in requests:
+    for r in REQUESTS:
         sl = slice(start, start + len(r))
         is_mm = r == MM_ID
         ref = dense_reference(q[sl], k[sl], v[sl], is_mm)
@@ -77,15 +97,36 @@ def test_rows_match_dense_reference(max_waste: float, monkeypatch: pytest.Monkey
         start += len(r)
 
 
+@pytest.mark.parametrize("max_waste", [1.0, 1.5, 100.0])  # one group per run ... all in one
+def test_padded_groups_match_dense_reference(max_waste: float, monkeypatch: pytest.MonkeyPatch) -> None:
+    run_step(None, monkeypatch, max_waste)
+
+
+def test_packed_runs_match_dense_reference(monkeypatch: pytest.MonkeyPatch) -> None:
+    run_step(per_sequence_kernel, monkeypatch)
+
+
+def test_kernel_choice_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    q = torch.zeros(4, HEADS, DIM)
+    monkeypatch.setenv(bidir.KERNEL_ENV, "sdpa")
+    assert bidir.fused_kernel_for(q, DIM) is None
+    monkeypatch.setenv(bidir.KERNEL_ENV, "auto")
+    assert bidir.fused_kernel_for(q, DIM) is None  # CPU tensors: no fused kernel, padded SDPA
+    monkeypatch.setenv(bidir.KERNEL_ENV, "torch-varlen")
+    with pytest.raises(RuntimeError, match="not available for torch.float32 on cpu"):
+        bidir.fused_kernel_for(q, DIM)
+    monkeypatch.setenv(bidir.KERNEL_ENV, "flash")
+    with pytest.raises(ValueError, match="expected one of auto, vllm-flash, torch-varlen, sdpa"):
+        bidir.fused_kernel_for(q, DIM)
+
+
 def test_grouping_bounds_padding() -> None:
-    from molmo2_shim.model.bidirectional import Segment
-
-    def seg(start: int, length: int) -> Segment:
+    def run(start: int, length: int) -> Run:
         rows = torch.arange(start, start + length)
-        return Segment(start, length, rows, torch.ones(length, length, dtype=torch.bool))
+        return Run(rows, rows)
 
-    similar = [seg(0, 100), seg(100, 104), seg(204, 98)]
-    assert len(group_segments(similar, torch.device("cpu"))) == 1
-    mixed = [seg(0, 100), seg(100, 1000)]  # padding the short one to 1000 would be 1.8x the work
-    groups = group_segments(mixed, torch.device("cpu"))
+    similar = [run(0, 100), run(100, 104), run(204, 98)]
+    assert len(group_runs(similar, torch.device("cpu"))) == 1
+    mixed = [run(0, 100), run(100, 1000)]  # padding the short one to 1000 would be 1.8x the work
+    groups = group_runs(mixed, torch.device("cpu"))
     assert sorted(g.shape for g in groups) == [(1, 100, 100), (1, 1000, 1000)]

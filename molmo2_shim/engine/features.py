@@ -11,8 +11,17 @@ dictionary lookup at most.
 from __future__ import annotations
 
 import functools
+import importlib
 import inspect
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+
+# q [Q, H, D], k and v [K, Hkv, D], cumulative query and key offsets (int32), the longest
+# query and key sequence, the softmax scale -> [Q, H, D]; non-causal within each sequence.
+VarlenKernel = Callable[..., "torch.Tensor"]
 
 
 @functools.lru_cache(maxsize=1)
@@ -123,3 +132,48 @@ def processor_cache(input_processor: Any) -> Any:
     if cache is None:
         cache = getattr(getattr(input_processor, "renderer", None), "mm_processor_cache", None)
     return cache
+
+
+@functools.lru_cache(maxsize=1)
+def varlen_kernels() -> dict[str, VarlenKernel]:
+    """Fused non-causal attention over packed variable-length sequences (CUDA, fp16/bf16 only),
+    fastest first: vLLM's own FlashAttention build (fa_utils lives in vllm.attention.utils up to
+    0.13, in vllm.v1.attention.backends from 0.14), then torch's varlen_attn (torch 2.10+)."""
+    kernels: dict[str, VarlenKernel] = {}
+    for module in ("vllm.v1.attention.backends.fa_utils", "vllm.attention.utils.fa_utils"):
+        try:
+            fa = importlib.import_module(module)
+            version = fa.get_flash_attn_version() if fa.is_flash_attn_varlen_func_available() else None
+            supported = getattr(fa, "is_fa_version_supported", None)
+            if version is not None and supported is not None and not supported(version):
+                version = None  # e.g. a build that ships FA3 only, on a GPU that needs FA2
+        except Exception:  # not this version's module, or a platform without FlashAttention
+            continue
+        if version is not None:
+            kernels["vllm-flash"] = functools.partial(_vllm_flash, fa.flash_attn_varlen_func, version)
+        break
+    try:
+        from torch.nn.attention.varlen import varlen_attn
+    except ImportError:
+        return kernels
+    kernels["torch-varlen"] = functools.partial(_torch_varlen, varlen_attn, "scale" in inspect.signature(varlen_attn).parameters)
+    return kernels
+
+
+def _vllm_flash(fn: Any, fa_version: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_q: torch.Tensor,
+                cu_k: torch.Tensor, max_q: int, max_k: int, scale: float) -> torch.Tensor:
+    # FlashAttention takes grouped-query K/V as they are (fewer heads than q).
+    return fn(q, k, v, max_seqlen_q=max_q, cu_seqlens_q=cu_q, max_seqlen_k=max_k, cu_seqlens_k=cu_k,
+              softmax_scale=scale, causal=False, fa_version=fa_version)
+
+
+def _torch_varlen(fn: Any, takes_scale: bool, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_q: torch.Tensor,
+                  cu_k: torch.Tensor, max_q: int, max_k: int, scale: float) -> torch.Tensor:
+    # torch's wrapper wants as many K/V heads as query heads; 2.10's takes no scale (1/sqrt(D)).
+    if k.shape[1] != q.shape[1]:
+        rep = q.shape[1] // k.shape[1]
+        k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
+    if takes_scale:
+        return fn(q, k, v, cu_q, cu_k, max_q, max_k, scale=scale)
+    default = q.shape[-1] ** -0.5
+    return fn(q if scale == default else q * (scale / default), k, v, cu_q, cu_k, max_q, max_k)
