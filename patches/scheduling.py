@@ -45,6 +45,10 @@ def hold_back_split_regions(encoder_cost: Callable[[Any], int]) -> Wrapper:
         result = wrapped(*args, **kwargs)
         names = ("request", "num_computed_tokens", "num_new_tokens", "encoder_compute_budget")
         bound = dict(zip(names, args), **kwargs)
+        # vLLM asks on every step for every running request with images, decode steps included;
+        # only a prefill from position 0 can split a region (must_wait), so the rest returns here.
+        if bound["num_computed_tokens"] != 0:
+            return result
         region = region_of(bound["request"].mm_features, encoder_cost)
         sc = instance.scheduler_config
         # long_prefill_token_threshold caps a request's tokens per step too: a region longer than it can never be
