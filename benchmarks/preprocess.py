@@ -289,14 +289,6 @@ def vllm_input_processor(max_model_len: int) -> Any:
     return Processor(config, tokenizer) if tokenizer is not None else Processor(config)
 
 
-def distinct_image(seed: int) -> Any:
-    """A 640x480 RGB image of its own (golden's synthetic images repeat every 7 seeds)."""
-    import numpy as np
-    from PIL import Image
-
-    return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (480, 640, 3), dtype=np.uint8), "RGB")
-
-
 def rl_batch(shim: Molmo2Processor, orig: Any, prompt: str, n: int, rollout: int) -> dict[str, Any]:
     from vllm import SamplingParams
 
@@ -321,7 +313,7 @@ def rl_batch(shim: Molmo2Processor, orig: Any, prompt: str, n: int, rollout: int
     runs: dict[str, list[float]] = {"vllm_path_shim": [], "direct_shim": [], "direct_original": []}
     for rep in range(2):
         # New images in every pass: vLLM's processor cache (keyed by content) never hits, as in RL.
-        images = [distinct_image(1000 + rep * n + i) for i in range(n)]
+        images = [golden.distinct_image(640, 480, 1000 + rep * n + i) for i in range(n)]
         runs["vllm_path_shim"].append(through_vllm(images, f"p{rep}"))
         runs["direct_shim"].append(direct(shim, images))
         if orig is not None:
@@ -346,7 +338,7 @@ def measure_rollout(prompt: str, n: int, images_per_s: float) -> dict[str, Any]:
 
     llm = LLM(model=str(golden.CHECKPOINT), dtype="float32", max_model_len=4096, enforce_eager=True,
               limit_mm_per_prompt={"image": 1, "video": 0}, mm_processor_cache_gb=0)
-    images = [distinct_image(5000 + i) for i in range(n)]
+    images = [golden.distinct_image(640, 480, 5000 + i) for i in range(n)]
     params = SamplingParams(max_tokens=16, temperature=1.0, seed=0, ignore_eos=True)
     llm.generate([{"prompt": prompt, "multi_modal_data": {"image": images[0]}}], params, use_tqdm=False)
     start = time.perf_counter()

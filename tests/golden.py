@@ -70,6 +70,14 @@ def synth_video(frames: int, width: int, height: int, seed: int) -> np.ndarray:
     return np.stack([np.roll(synth_rgb(width, height, seed + t), 9 * t, axis=1) for t in range(frames)])
 
 
+def distinct_image(width: int, height: int, seed: int):
+    """An RGB image of its own for every seed (pil_image's patterns repeat every 7 seeds, so a
+    benchmark that wants new images, with no processor, encoder or prefix cache hits, uses this)."""
+    from PIL import Image
+
+    return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8), "RGB")
+
+
 def pil_image(kind: str, width: int, height: int, seed: int):
     from PIL import Image
 

@@ -138,6 +138,7 @@ def benchmark_smoke(results: list[tuple[str, bool, float]]) -> None:
             ("gpu/run_gpu engine hub", lambda: python_for("0.22.0"),
              [gpu[0], "engine", "--side", "hub", "--remote-code", str(REMOTE_CODE), *gpu[1:]]),
             ("gpu/run_gpu report", lambda: python_for("0.22.0"), [gpu[0], "report", *gpu[1:]]),
+            ("gpu/kernels", lambda: python_for("0.22.0"), ["benchmarks/gpu/kernels.py", "--ckpt", tiny, "--smoke"]),
         ]
         for name, interpreter, argv in runs:
             try:

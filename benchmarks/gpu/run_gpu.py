@@ -20,6 +20,7 @@ Steps (each also runs alone: checkpoint, reference, engine --side ..., report):
               piecewise CUDA graphs), then `--rounds` rounds of: 32 requests with new images,
               32 text requests, single-stream decode; with --memory-check a full batch of image
               prompts after profiling; --dtype/--quantization/--cudagraph-mode vary the setup;
+  kernels     the exact prefill's two extra costs timed alone (benchmarks/gpu/kernels.py);
   report      every engine against the reference, and the throughput ratios with their spread.
 """
 
@@ -136,7 +137,7 @@ def hub_checkpoint(ckpt: Path, remote_code: Path, out: Path) -> Path:
 
 def engine(ckpt: Path, out: Path, side: str, tp: int, quick: bool = False, *, rounds: int = 3, dtype: str = "bfloat16",
            quantization: str | None = None, cudagraph_mode: str | None = None, memory_check: bool = False,
-           remote_code: Path | None = None, label: str | None = None) -> None:
+           remote_code: Path | None = None, label: str | None = None, profile: bool = False) -> None:
     import importlib.util
 
     kw: dict[str, Any] = {}
@@ -170,13 +171,17 @@ def engine(ckpt: Path, out: Path, side: str, tp: int, quick: bool = False, *, ro
         kw["quantization"] = quantization
     if cudagraph_mode:
         kw["compilation_config"] = {"cudagraph_mode": cudagraph_mode}
+    engine_name = label or (side if tp == 1 else f"{side}-tp{tp}")
+    if profile:
+        # torch profiler in the engine's workers; rank 0 writes a kernel table (profiler_out_0.txt)
+        kw["profiler_config"] = {"profiler": "torch", "torch_profiler_dir": str(out.resolve() / f"profile_{engine_name}"),
+                                 "torch_profiler_with_stack": False, "ignore_frontend": True}
     llm = LLM(model=str(model), max_model_len=4096 if quick else 8192, max_num_batched_tokens=8192,
               limit_mm_per_prompt={"image": 2, "video": 1}, max_logprobs=TOP, tensor_parallel_size=tp, seed=0, **kw)
     startup = time.perf_counter() - start
     if side == "hub":
         assert "molmo2_shim" not in sys.modules, "hub side: molmo2-shim was imported"
     cc = llm.llm_engine.vllm_config.compilation_config
-    engine_name = label or (side if tp == 1 else f"{side}-tp{tp}")
     result: dict[str, Any] = {"side": side, "label": engine_name, "variant": label is not None, "status": status, "startup_s": startup, "tp": tp,
                               "dtype": "float32" if quick else dtype, "quantization": quantization, "cudagraph_mode_requested": cudagraph_mode,
                               "cudagraph_mode": str(getattr(cc, "cudagraph_mode", None)), "parity": {}}
@@ -198,6 +203,17 @@ def engine(ckpt: Path, out: Path, side: str, tp: int, quick: bool = False, *, ro
         result["memory"] = memory(llm)
     if rounds:
         result["throughput"] = throughput(llm, 4, 16, rounds=1) if quick else throughput(llm, rounds=rounds)
+    if profile:
+        # One prefill of the image batch (new images), under the profiler.
+        from vllm import SamplingParams
+
+        import golden
+
+        batch = [{"prompt": "<|image|>" + TEXT, "multi_modal_data": {"image": [golden.distinct_image(640, 480, 90000 + i)]}}
+                 for i in range(4 if quick else 32)]
+        llm.start_profile()
+        llm.generate(batch, SamplingParams(temperature=0, max_tokens=1), use_tqdm=False)
+        llm.stop_profile()
     (out / f"engine_{engine_name}.json").write_text(json.dumps(result))
 
 
@@ -215,7 +231,7 @@ def memory(llm: Any, batch: int = 256) -> dict[str, Any]:
     import golden
 
     after_profile = max(llm.collective_rpc(_peak_gib))
-    requests = [{"prompt": "<|image|>" + TEXT, "multi_modal_data": {"image": [golden.pil_image("rgb", 1280, 960, 7000 + i)]}}
+    requests = [{"prompt": "<|image|>" + TEXT, "multi_modal_data": {"image": [golden.distinct_image(1280, 960, 7000 + i)]}}
                 for i in range(batch)]
     llm.generate(requests, SamplingParams(temperature=0, max_tokens=4, ignore_eos=True), use_tqdm=False)
     after_batch = max(llm.collective_rpc(_peak_gib))
@@ -238,18 +254,20 @@ def throughput(llm: Any, batch: int = 32, tokens: int = 128, rounds: int = 3) ->
 
     def image_batch(round_: int) -> list[dict]:
         return [{"prompt": "<|image|>" + TEXT,
-                 "multi_modal_data": {"image": [golden.pil_image("rgb", 640, 480, 1000 * round_ + i)]}}
+                 "multi_modal_data": {"image": [golden.distinct_image(640, 480, 1000 * round_ + i)]}}
                 for i in range(batch)]
 
     def text_batch(round_: int) -> list[dict]:
         return [{"prompt": TEXT.replace("detail", f"detail, part {round_}.{i},")} for i in range(batch)]
 
     timed(image_batch(0)[:2] + text_batch(0)[:2], 8)  # warm-up
-    out: dict[str, list[float]] = {f"image_batch{batch}_tok_s": [], f"text_batch{batch}_tok_s": [],
-                                   "single_stream_decode_tok_s": []}
+    out: dict[str, list[float]] = {f"image_batch{batch}_tok_s": [], f"image_prefill{batch}_req_s": [],
+                                   f"text_batch{batch}_tok_s": [], "single_stream_decode_tok_s": []}
     for round_ in range(1, rounds + 1):
         llm.reset_prefix_cache()
         out[f"image_batch{batch}_tok_s"].append(batch * tokens / timed(image_batch(round_), tokens))
+        # The same work up to the first token (processor, ViT, prefill) on other new images.
+        out[f"image_prefill{batch}_req_s"].append(batch / timed(image_batch(round_ + 500), 1))
         out[f"text_batch{batch}_tok_s"].append(batch * tokens / timed(text_batch(round_), tokens))
         single = [{"prompt": TEXT.replace("detail", f"detail ({round_})")}]
         first, full = timed(single, 1), timed(single, 128)
@@ -339,6 +357,19 @@ def report(out: Path, device: str, checkpoint: str) -> None:
                     results["ratios"][f"tp{e['tp']}/{metric}/{label}_over_shim"] = r
                     lines.append(f"| {label} | {metric} | {statistics.median(a):.1f} | {statistics.median(b):.1f} | "
                                  f"{r['median']:.3f} [{r['min']:.3f}, {r['max']:.3f}] |")
+    # A variant run on both sides (e.g. shim-fp8 and hub-fp8): the same A/B comparison for it.
+    pairs = [(label, "hub" + label[len("shim"):]) for label in variants if "hub" + label[len("shim"):] in with_tp]
+    if pairs:
+        lines += ["", "Variants run on both sides (same TP, same session):", "",
+                  "| variant | metric | A: shim | B: hub | A/B median [range] |", "|---|---|---|---|---|"]
+        for label, hub_label in pairs:
+            for metric, a in with_tp[label]["throughput"].items():
+                b = with_tp[hub_label]["throughput"].get(metric)
+                if b:
+                    r = _ratio_summary(a, b)
+                    results["ratios"][f"tp{with_tp[label]['tp']}/{metric}/{label}_over_{hub_label}"] = r
+                    lines.append(f"| {label[len('shim-'):]} | {metric} | {statistics.median(a):.1f} | {statistics.median(b):.1f} | "
+                                 f"{r['median']:.3f} [{r['min']:.3f}, {r['max']:.3f}] |")
     (out / "results.json").write_text(json.dumps(results, indent=1))
     (out / "report.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
@@ -346,7 +377,7 @@ def report(out: Path, device: str, checkpoint: str) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("step", choices=["all", "checkpoint", "reference", "engine", "report"])
+    ap.add_argument("step", choices=["all", "checkpoint", "reference", "engine", "kernels", "report"])
     ap.add_argument("--ckpt", type=Path, required=True)
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--side", choices=["shim", "hub", "native"])
@@ -357,6 +388,7 @@ def main() -> int:
     ap.add_argument("--quantization")
     ap.add_argument("--cudagraph-mode", help="request a CUDA graph mode (the shim may replace it, and says so)")
     ap.add_argument("--memory-check", action="store_true", help="gpu_memory_utilization 0.9 and a full image batch")
+    ap.add_argument("--profile", action="store_true", help="torch profiler over one image-batch prefill (profile_LABEL/)")
     ap.add_argument("--remote-code", type=Path, default=REPO / ".remote", help="the hub's five .py files (hub side)")
     ap.add_argument("--quick", action="store_true", help="CPU smoke run: float32, eager, tiny batches")
     ap.add_argument("--reference-path", default=os.environ.get("GPU_TF", ""),
@@ -373,7 +405,11 @@ def main() -> int:
     elif args.step == "engine":
         engine(args.ckpt, args.out, args.side, args.tp, args.quick, rounds=args.rounds, dtype=args.dtype,
                quantization=args.quantization, cudagraph_mode=args.cudagraph_mode, memory_check=args.memory_check,
-               remote_code=args.remote_code, label=args.label)
+               remote_code=args.remote_code, label=args.label, profile=args.profile)
+    elif args.step == "kernels":
+        import kernels
+
+        kernels.run(args.ckpt, args.out, tp=args.tp)
     elif args.step == "report":
         import torch
 

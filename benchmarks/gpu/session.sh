@@ -8,8 +8,9 @@
 #   benchmarks/gpu/session.sh run STEP ARGS...  run_gpu.py STEP with the bundle's vLLM; the `hub`
 #                                               side runs without molmo2-shim on the path
 #
-# .bundle/ holds the bundle's chunks, payload.sha256 and unpack.py; .remote/ the hub's five .py
-# files (both ignored by git, carried to the host). Results go to $RESULTS (default results/).
+# .bundle/ holds the bundle's chunks (p1, p2, ...), payload.sha256, unpack.py and, optionally,
+# extra pure-Python wheels the bundle lacks (e.g. compressed-tensors and loguru, which vLLM's fp8
+# path imports); .remote/ the hub's five .py files (both ignored by git, carried to the host). Results go to $RESULTS (default results/).
 set -euo pipefail
 REPO=$(pwd)
 # Everything the session unpacks or writes lives under one work folder (default: .gpu-work/ in the
@@ -34,6 +35,7 @@ case "$1" in
     cat $(ls p[0-9]* | sort -V) > payload.tar.xz
     echo "$(cut -d' ' -f1 payload.sha256)  payload.tar.xz" | sha256sum -c
     python3 unpack.py payload.tar.xz
+    for w in *.whl; do [[ -e "$w" ]] && python3 -c "import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])" "$w" "$GPU_SITE"; done
     cd "$REPO"
     # a wheel is a zip: extracted onto a path entry it is installed (entry points included)
     python3 -c "import glob, sys, zipfile; zipfile.ZipFile(glob.glob('dist/molmo2_shim-*.whl')[0]).extractall(sys.argv[1])" "$SHIM_SITE"
