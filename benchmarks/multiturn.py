@@ -103,7 +103,7 @@ def run_trajectory(llm, tok, images: bool, use_cache: bool, turns: int, envs: in
         requests = []
         for e in range(envs):
             if images:
-                obs = golden.distinct_image(256, 256, 1000 * e + turn)
+                obs = golden.pil_image("rgb", 256, 256, 1000 * e + turn)
                 ids = molmo2_prompt_ids(tok, prompt_text(histories[e], "<image>"), True)
                 requests.append({"prompt_token_ids": ids, "multi_modal_data": {"image": [obs]}})
             else:
