@@ -605,6 +605,21 @@ def forward_logits(loaded: Loaded, inputs: dict[str, Any]) -> np.ndarray:
     return logits[0].float().numpy()
 
 
+def greedy_tokens_and_margins(out: Any, prompt_len: int, expected: int = MAX_NEW_TOKENS) -> tuple[np.ndarray, list[float]]:
+    """The `expected` greedy tokens of a generate() output and, per step, the gap between
+    the top two scores (how safely greedy decoding picked each token)."""
+    import torch
+
+    new = out.sequences[0, prompt_len:].numpy().astype(np.int64)
+    if new.shape != (expected,):
+        raise RuntimeError(f"generate stopped early: {new.tolist()}")
+    margins = []
+    for step in out.scores:
+        top2 = torch.topk(step[0].float(), 2).values
+        margins.append(float(top2[0] - top2[1]))
+    return new, margins
+
+
 def greedy(loaded: Loaded, inputs: dict[str, Any]) -> tuple[np.ndarray, list[float]]:
     """HF generate, greedy, EOS disabled (= vLLM temperature 0, ignore_eos), 16 new tokens."""
     import torch
@@ -619,14 +634,7 @@ def greedy(loaded: Loaded, inputs: dict[str, Any]) -> tuple[np.ndarray, list[flo
         out = loaded.model.generate(
             **model_inputs(inputs), generation_config=gen_cfg, use_model_defaults=False, output_scores=True, return_dict_in_generate=True
         )
-    new = out.sequences[0, inputs["input_ids"].shape[1] :].numpy().astype(np.int64)
-    if new.shape != (MAX_NEW_TOKENS,):
-        raise RuntimeError(f"generate stopped early: {new.tolist()}")
-    margins = []
-    for step in out.scores:
-        top2 = torch.topk(step[0].float(), 2).values
-        margins.append(float(top2[0] - top2[1]))
-    return new, margins
+    return greedy_tokens_and_margins(out, inputs["input_ids"].shape[1])
 
 
 def greedy_nocache(loaded: Loaded, inputs: dict[str, Any], steps: int) -> list[int]:

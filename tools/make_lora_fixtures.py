@@ -63,6 +63,7 @@ import testenv  # noqa: E402
 from make_golden import (  # noqa: E402  (the golden data's helpers: same files, same byte-reproducible writers)
     DEFAULT_REMOTE_CODE,
     REMOTE_FILES,
+    greedy_tokens_and_margins,
     load_npz,
     max_abs,
     save_npz,
@@ -336,14 +337,7 @@ def greedy(runner: Any, model: Any, inputs: dict[str, Any]) -> tuple[np.ndarray,
     kwargs = {k: v for k, v in inputs.items() if k not in runner.generate_drop}
     with torch.no_grad():
         out = model.generate(**kwargs, **runner.generate_kwargs, generation_config=cfg, output_scores=True, return_dict_in_generate=True)
-    new = out.sequences[0, inputs["input_ids"].shape[1] :].numpy().astype(np.int64)
-    if new.shape != (MAX_NEW_TOKENS,):
-        raise RuntimeError(f"generate stopped early: {new.tolist()}")
-    margins = []
-    for step in out.scores:
-        top2 = torch.topk(step[0].float(), 2).values
-        margins.append(float(top2[0] - top2[1]))
-    return new, margins
+    return greedy_tokens_and_margins(out, inputs["input_ids"].shape[1], MAX_NEW_TOKENS)
 
 
 def greedy_nocache(runner: Any, model: Any, inputs: dict[str, Any]) -> list[int]:
