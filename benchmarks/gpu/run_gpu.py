@@ -207,14 +207,19 @@ def engine(ckpt: Path, out: Path, side: str, tp: int, quick: bool = False, *, ro
         # One prefill of the image batch (new images), under the profiler.
         from vllm import SamplingParams
 
-        import golden
-
-        batch = [{"prompt": "<|image|>" + TEXT, "multi_modal_data": {"image": [golden.distinct_image(640, 480, 90000 + i)]}}
-                 for i in range(4 if quick else 32)]
+        batch = image_requests(4 if quick else 32, 640, 480, 90000)
         llm.start_profile()
         llm.generate(batch, SamplingParams(temperature=0, max_tokens=1), use_tqdm=False)
         llm.stop_profile()
     (out / f"engine_{engine_name}.json").write_text(json.dumps(result))
+
+
+def image_requests(n: int, width: int, height: int, first_seed: int) -> list[dict]:
+    """n image prompts, each with an image of its own (no cache of any kind can hit)."""
+    import golden
+
+    return [{"prompt": "<|image|>" + TEXT, "multi_modal_data": {"image": [golden.distinct_image(width, height, first_seed + i)]}}
+            for i in range(n)]
 
 
 def _peak_gib(worker: Any) -> float:
@@ -228,12 +233,9 @@ def memory(llm: Any, batch: int = 256) -> dict[str, Any]:
     batch of image prompts: the recomputation's buffers must stay inside the profiled peak."""
     from vllm import SamplingParams
 
-    import golden
 
     after_profile = max(llm.collective_rpc(_peak_gib))
-    requests = [{"prompt": "<|image|>" + TEXT, "multi_modal_data": {"image": [golden.distinct_image(1280, 960, 7000 + i)]}}
-                for i in range(batch)]
-    llm.generate(requests, SamplingParams(temperature=0, max_tokens=4, ignore_eos=True), use_tqdm=False)
+    llm.generate(image_requests(batch, 1280, 960, 7000), SamplingParams(temperature=0, max_tokens=4, ignore_eos=True), use_tqdm=False)
     after_batch = max(llm.collective_rpc(_peak_gib))
     return {"peak_after_profile_gib": after_profile, "peak_after_image_batch_gib": after_batch, "batch": batch,
             "within_profile": after_batch <= after_profile + 1e-3}
@@ -244,7 +246,6 @@ def throughput(llm: Any, batch: int = 32, tokens: int = 128, rounds: int = 3) ->
     prompts and images: nothing comes from the prefix cache or the processor cache)."""
     from vllm import SamplingParams
 
-    import golden
 
     def timed(requests: list[dict], tokens: int) -> float:
         params = SamplingParams(temperature=0, max_tokens=tokens, ignore_eos=True)
@@ -253,9 +254,7 @@ def throughput(llm: Any, batch: int = 32, tokens: int = 128, rounds: int = 3) ->
         return time.perf_counter() - start
 
     def image_batch(round_: int) -> list[dict]:
-        return [{"prompt": "<|image|>" + TEXT,
-                 "multi_modal_data": {"image": [golden.distinct_image(640, 480, 1000 * round_ + i)]}}
-                for i in range(batch)]
+        return image_requests(batch, 640, 480, 1000 * round_)
 
     def text_batch(round_: int) -> list[dict]:
         return [{"prompt": TEXT.replace("detail", f"detail, part {round_}.{i},")} for i in range(batch)]
