@@ -2,8 +2,9 @@
 
 Built from vLLM's tensor-parallel linear layers so the tower shards with the text model
 (attention heads and MLP columns split across ranks, row-parallel outputs reduced). The
-attention itself is torch SDPA: it runs on every vLLM version and platform, and lets the
-ViT and pooling honour `float32_attention` the way the original does (q, k and v in float32).
+attention honours `float32_attention` the way the original does (q, k and v in float32): torch
+SDPA on every vLLM version and platform, and for the ViT on GPUs a Triton kernel with the same
+float32 arithmetic on bf16 tensor cores (float32_attention.py).
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from vllm.model_executor.layers.linear import (
     RowParallelLinear,
 )
 
+from .float32_attention import triton_float32_attention, use_triton_for
+
 
 def _heads_per_rank(total: int, what: str) -> int:
     tp = get_tensor_model_parallel_world_size()
@@ -33,8 +36,12 @@ def _heads_per_rank(total: int, what: str) -> int:
 
 
 def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, scale: float, fp32: bool) -> torch.Tensor:
-    """[B, L, H, D] attention without causality; float32 math when the config asks for it."""
+    """[B, L, H, D] attention without causality; float32 math when the config asks for it
+    (on GPUs through the Triton kernel that computes it on bf16 tensor cores, see
+    float32_attention.py; elsewhere SDPA in float32, as the original)."""
     dtype = q.dtype
+    if fp32 and mask is None and q.shape == k.shape and use_triton_for(q):
+        return triton_float32_attention(q, k, v, scale)
     if fp32:
         q, k, v = q.float(), k.float(), v.float()
     out = F.scaled_dot_product_attention(
