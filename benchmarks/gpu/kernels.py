@@ -8,7 +8,9 @@ Two pieces of work native vLLM does differently, timed per batch on random bf16 
   (vLLM's FlashAttention, torch's varlen_attn), each checked against a float32 dense reference
   with the original's mask;
 - the ViT's attention, which the original (and so the shim) runs in float32 when the config
-  says `float32_attention`; next to it the same attention in bf16, which is what native does.
+  says `float32_attention`: SDPA's float32 kernel (the original's) and the shim's Triton kernel
+  (molmo2_shim/model/float32_attention.py), each against float64; next to them the same
+  attention in bf16, which is what native does.
 
     python benchmarks/gpu/kernels.py --ckpt CHECKPOINT_DIR [--tp 2] [--out results/]
     python benchmarks/gpu/kernels.py --ckpt tests/fixtures/molmo2-tiny --smoke   # CI: runs, no timing
@@ -135,27 +137,47 @@ def recompute(flat: torch.Tensor, positions: torch.Tensor, mm_ids: list[int], he
 
 
 def vit(crops: int, tokens: int, heads: int, dim: int, layers: int) -> dict[str, Any]:
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    from molmo2_shim.model.float32_attention import triton_available, triton_float32_attention
+
     torch.manual_seed(0)
     dev = torch.device(DEVICE)
     q, k, v = (torch.randn(crops, heads, tokens, dim, device=dev, dtype=torch.bfloat16) for _ in range(3))
-    results = {}
-    from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    variants = [("float32, SDPA's choice (original, shim)", torch.float32, None),
-                ("float32, SDPA's math backend", torch.float32, SDPBackend.MATH),
-                ("bfloat16, SDPA's choice (native)", torch.bfloat16, None)]
-    for name, cast, backend in variants:
-        def run(cast: torch.dtype = cast, backend: Any = backend) -> None:
+    def sdpa_as(cast: torch.dtype, backend: Any = None) -> Any:
+        def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+            if backend is None:
+                return F.scaled_dot_product_attention(q.to(cast), k.to(cast), v.to(cast)).to(torch.bfloat16)
+            with sdpa_kernel(backend):
+                return F.scaled_dot_product_attention(q.to(cast), k.to(cast), v.to(cast)).to(torch.bfloat16)
+        return attend
+
+    def triton_kernel(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return triton_float32_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), dim**-0.5).transpose(1, 2)
+
+    variants = [("float32, SDPA's choice (original)", sdpa_as(torch.float32)),
+                ("float32, SDPA's math backend", sdpa_as(torch.float32, SDPBackend.MATH)),
+                ("bfloat16, SDPA's choice (native)", sdpa_as(torch.bfloat16))]
+    if DEVICE == "cuda" and triton_available():
+        variants.insert(1, ("float32, the shim's Triton kernel", triton_kernel))
+    # Accuracy on a few crops: the bf16 outputs against float64 attention rounded once to bf16
+    # (the share of outputs off by a rounding step, and the largest difference).
+    few = slice(0, min(crops, 4))
+    exact = F.scaled_dot_product_attention(q[few].double(), k[few].double(), v[few].double()).to(torch.bfloat16)
+    results = {}
+    for name, attend in variants:
+        def run(attend: Any = attend) -> None:
             for _ in range(layers):
-                if backend is None:
-                    F.scaled_dot_product_attention(q.to(cast), k.to(cast), v.to(cast)).to(torch.bfloat16)
-                else:
-                    with sdpa_kernel(backend):
-                        F.scaled_dot_product_attention(q.to(cast), k.to(cast), v.to(cast)).to(torch.bfloat16)
+                attend(q, k, v)
 
         ms = cuda_ms(run)
-        results[name] = ms
-        print(f"ViT attention {name:>40}: {ms:8.2f} ms per batch ({crops} crops x {tokens} tokens, {layers} layers)", flush=True)
+        out = attend(q[few], k[few], v[few])
+        off = (out != exact).float().mean().item()
+        err = (out.float() - exact.float()).abs().max().item()
+        results[name] = {"ms_per_batch": ms, "share_off_float64": off, "max_abs_diff_float64": err}
+        print(f"ViT attention {name:>40}: {ms:8.2f} ms per batch ({crops} crops x {tokens} tokens, {layers} layers); "
+              f"vs float64: {off:.2e} of outputs differ, max {err:.4f}", flush=True)
     return results
 
 
