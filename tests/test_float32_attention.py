@@ -30,9 +30,11 @@ CHILD = textwrap.dedent(
     import json, sys
     import torch
     import torch.nn.functional as F
+    import molmo2_shim.model.float32_attention as fa
     from molmo2_shim.model.float32_attention import triton_float32_attention, use_triton_for
 
-    batch, length, heads, dim = map(int, sys.argv[1:5])
+    batch, length, heads, dim, max_grid = map(int, sys.argv[1:6])
+    fa.MAX_GRID_Y = max_grid  # small here: several launches, as for a huge encoder batch
     torch.manual_seed(length)
     qkv = (torch.randn(batch, length, 3 * heads * dim) * 3).to(torch.bfloat16)
     q, k, v = (t.view(batch, length, heads, dim) for t in qkv.split(heads * dim, -1))
@@ -49,10 +51,11 @@ CHILD = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("shape", [(2, 150, 2, 72), (3, 64, 1, 16), (1, 200, 3, 40)])
-def test_kernel_under_the_interpreter_matches_float64(shape: tuple[int, int, int, int]) -> None:
+@pytest.mark.parametrize(("shape", "max_grid"), [((2, 150, 2, 72), 65535), ((3, 64, 1, 16), 65535), ((5, 200, 3, 40), 7)])
+def test_kernel_under_the_interpreter_matches_float64(shape: tuple[int, int, int, int], max_grid: int) -> None:
     env = dict(os.environ, TRITON_INTERPRET="1", MOLMO2_SHIM_VIT_KERNEL="triton")
-    proc = subprocess.run([sys.executable, "-c", CHILD, *map(str, shape)], env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run([sys.executable, "-c", CHILD, *map(str, shape), str(max_grid)], env=env, capture_output=True, text=True,
+                          timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = json.loads(proc.stdout.strip().splitlines()[-1])
     assert res["dtype"] == "torch.bfloat16" and res["shape"] == list(shape)
@@ -96,3 +99,27 @@ def test_choice(monkeypatch: pytest.MonkeyPatch) -> None:
         fa.use_triton_for(q)
     with pytest.raises(ValueError, match="takes bf16 q, k, v"):
         fa.triton_float32_attention(q.float(), q.float(), q.float(), 1.0)
+
+
+def test_auto_falls_back_to_sdpa_once_when_the_kernel_fails(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """A kernel that cannot compile on some GPU/Triton pair must not take the ViT down under
+    `auto`: one warning, then SDPA (the original's kernel) for the process; `triton` raises."""
+    q = torch.zeros(1, 4, 1, 16, dtype=torch.bfloat16)
+    calls = []
+
+    def failing(*args: object) -> torch.Tensor:
+        calls.append(1)
+        raise RuntimeError("out of resource: shared memory")
+
+    monkeypatch.setattr(fa, "use_triton_for", lambda q: True)  # as on a CUDA device
+    monkeypatch.setattr(fa, "triton_float32_attention", failing)
+    monkeypatch.setattr(fa, "_auto_disabled", None)
+    monkeypatch.setenv(fa.KERNEL_ENV, "triton")
+    with pytest.raises(RuntimeError, match="out of resource"):
+        fa.fused_float32_attention(q, q, q, 1.0)
+    monkeypatch.delenv(fa.KERNEL_ENV)
+    with caplog.at_level("WARNING", logger="molmo2_shim"):
+        assert fa.fused_float32_attention(q, q, q, 1.0) is None
+        assert fa.fused_float32_attention(q, q, q, 1.0) is None
+    assert len(calls) == 2  # the `triton` call and the first `auto` call; not retried after that
+    assert "out of resource" in caplog.text and "MOLMO2_SHIM_VIT_KERNEL=sdpa" in caplog.text

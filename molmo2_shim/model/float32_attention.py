@@ -27,12 +27,18 @@ crops); MOLMO2_SHIM_VIT_KERNEL picks it (auto, triton, sdpa).
 from __future__ import annotations
 
 import functools
+import logging
 import os
 
 import torch
 
+logger = logging.getLogger("molmo2_shim")
+
 KERNEL_ENV = "MOLMO2_SHIM_VIT_KERNEL"
 KERNEL_CHOICES = ("auto", "triton", "sdpa")
+
+# Why the kernel stopped being used in this process (auto only), or None.
+_auto_disabled: str | None = None
 
 # Tile sizes of the H200 figures in docs/benchmarks.md (729 tokens, head size 72 padded to 128;
 # not tuned).
@@ -40,6 +46,8 @@ BLOCK_M = 128
 BLOCK_N = 64
 NUM_WARPS = 8
 NUM_STAGES = 2
+# CUDA's limit on a grid's second dimension (batch x heads here); larger batches take several launches.
+MAX_GRID_Y = 65535
 
 
 @functools.lru_cache(maxsize=1)
@@ -56,13 +64,20 @@ def _kernel():  # type: ignore[no-untyped-def]
                       SPLIT: tl.constexpr):
         block = tl.program_id(0)
         bh = tl.program_id(1)
-        b = bh // heads
+        # The (crop, head) offsets in 64 bits, once per program: a large encoder batch passes
+        # 2**31 elements (about 850 crops of q/k/v views into one projection). The offsets
+        # within a head stay 32-bit.
+        b = (bh // heads).to(tl.int64)
         h = bh % heads
+        q_ptr += b * q_sb + h * q_sh
+        k_ptr += b * k_sb + h * k_sh
+        v_ptr += b * v_sb + h * v_sh
+        o_ptr += b * o_sb + h * o_sh
         rows = block * BLOCK_M + tl.arange(0, BLOCK_M)
         dims = tl.arange(0, BLOCK_D)
         cols = tl.arange(0, BLOCK_N)
         dim_ok = dims < HEAD_DIM
-        q = tl.load(q_ptr + b * q_sb + h * q_sh + rows[:, None] * q_sl + dims[None, :],
+        q = tl.load(q_ptr + rows[:, None] * q_sl + dims[None, :],
                     mask=(rows[:, None] < length) & dim_ok[None, :], other=0.0)
         row_max = tl.full([BLOCK_M], float("-inf"), tl.float32)
         row_sum = tl.zeros([BLOCK_M], tl.float32)
@@ -70,7 +85,7 @@ def _kernel():  # type: ignore[no-untyped-def]
         for start in range(0, length, BLOCK_N):
             keys = start + cols
             key_ok = keys < length
-            kt = tl.load(k_ptr + b * k_sb + h * k_sh + keys[None, :] * k_sl + dims[:, None],
+            kt = tl.load(k_ptr + keys[None, :] * k_sl + dims[:, None],
                          mask=key_ok[None, :] & dim_ok[:, None], other=0.0)
             s = tl.dot(q, kt, input_precision="ieee") * scale  # exact products for bf16 operands
             s = tl.where(key_ok[None, :], s, float("-inf"))
@@ -78,7 +93,7 @@ def _kernel():  # type: ignore[no-untyped-def]
             p = tl.exp(s - new_max[:, None])
             rescale = tl.exp(row_max - new_max)
             row_sum = row_sum * rescale + tl.sum(p, 1)
-            v = tl.load(v_ptr + b * v_sb + h * v_sh + keys[:, None] * v_sl + dims[None, :],
+            v = tl.load(v_ptr + keys[:, None] * v_sl + dims[None, :],
                         mask=key_ok[:, None] & dim_ok[None, :], other=0.0)
             # p (float32) as three bf16 parts, each the rounding of what the earlier parts leave;
             # their products with bf16 v are exact, so three dots sum P @ V in float32.
@@ -94,7 +109,7 @@ def _kernel():  # type: ignore[no-untyped-def]
                 acc = tl.dot(p, v, acc * rescale[:, None], input_precision="ieee")
             row_max = new_max
         out = acc / row_sum[:, None]
-        tl.store(o_ptr + b * o_sb + h * o_sh + rows[:, None] * o_sl + dims[None, :],
+        tl.store(o_ptr + rows[:, None] * o_sl + dims[None, :],
                  out.to(o_ptr.dtype.element_ty), mask=(rows[:, None] < length) & dim_ok[None, :])
 
     return attention_fwd
@@ -118,15 +133,18 @@ def triton_float32_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, 
     if interpreted:
         q, k, v = q.float(), k.float(), v.float()
     out = torch.empty_like(q, memory_format=torch.contiguous_format)
-    grid = (triton.cdiv(length, BLOCK_M), batch * heads)
-    _kernel()[grid](
-        q, k, v, out,
-        q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
-        v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2),
-        heads, length, scale,
-        HEAD_DIM=dim, BLOCK_D=max(16, triton.next_power_of_2(dim)), BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, SPLIT=not interpreted,
-        num_warps=NUM_WARPS, num_stages=NUM_STAGES,
-    )
+    per_launch = max(1, MAX_GRID_Y // heads)
+    for first in range(0, batch, per_launch):
+        part = slice(first, min(batch, first + per_launch))
+        grid = (triton.cdiv(length, BLOCK_M), (part.stop - part.start) * heads)
+        _kernel()[grid](
+            q[part], k[part], v[part], out[part],
+            q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
+            v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2),
+            heads, length, scale,
+            HEAD_DIM=dim, BLOCK_D=max(16, triton.next_power_of_2(dim)), BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N,
+            SPLIT=not interpreted, num_warps=NUM_WARPS, num_stages=NUM_STAGES,
+        )
     return out.to(torch.bfloat16)
 
 
@@ -157,3 +175,22 @@ def use_triton_for(q: torch.Tensor) -> bool:
             "unset it to choose automatically"
         )
     return usable and (choice == "triton" or q.is_cuda)
+
+
+def fused_float32_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor | None:
+    """The Triton kernel's result where it is chosen, else None (the caller runs SDPA in float32).
+    Under `auto`, a kernel that fails to compile or launch here (another GPU, another Triton) is
+    reported once and SDPA takes over for the process: the original's own kernel, so nothing
+    inexact; under `triton` the error propagates."""
+    global _auto_disabled
+    if _auto_disabled is not None or not use_triton_for(q):
+        return None
+    try:
+        return triton_float32_attention(q, k, v, scale)
+    except Exception as exc:
+        if os.environ.get(KERNEL_ENV, "auto") == "triton":
+            raise
+        _auto_disabled = f"{type(exc).__name__}: {exc}"
+        logger.warning("molmo2-shim: the Triton float32 ViT attention failed here (%s); the ViT uses torch SDPA in "
+                       "float32 from now on (set %s=sdpa to skip the attempt)", _auto_disabled, KERNEL_ENV)
+        return None

@@ -25,7 +25,7 @@ from vllm.model_executor.layers.linear import (
     RowParallelLinear,
 )
 
-from .float32_attention import triton_float32_attention, use_triton_for
+from .float32_attention import fused_float32_attention
 
 
 def _heads_per_rank(total: int, what: str) -> int:
@@ -40,8 +40,10 @@ def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor |
     (on GPUs through the Triton kernel that computes it on bf16 tensor cores, see
     float32_attention.py; elsewhere SDPA in float32, as the original)."""
     dtype = q.dtype
-    if fp32 and mask is None and q.shape == k.shape and use_triton_for(q):
-        return triton_float32_attention(q, k, v, scale)
+    if fp32 and mask is None and q.shape == k.shape:
+        fused = fused_float32_attention(q, k, v, scale)
+        if fused is not None:
+            return fused
     if fp32:
         q, k, v = q.float(), k.float(), v.float()
     out = F.scaled_dot_product_attention(
