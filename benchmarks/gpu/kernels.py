@@ -22,6 +22,7 @@ are read.)
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import sys
@@ -147,9 +148,7 @@ def vit(crops: int, tokens: int, heads: int, dim: int, layers: int) -> dict[str,
 
     def sdpa_as(cast: torch.dtype, backend: Any = None) -> Any:
         def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-            if backend is None:
-                return F.scaled_dot_product_attention(q.to(cast), k.to(cast), v.to(cast)).to(torch.bfloat16)
-            with sdpa_kernel(backend):
+            with sdpa_kernel(backend) if backend is not None else contextlib.nullcontext():
                 return F.scaled_dot_product_attention(q.to(cast), k.to(cast), v.to(cast)).to(torch.bfloat16)
         return attend
 

@@ -233,7 +233,6 @@ def memory(llm: Any, batch: int = 256) -> dict[str, Any]:
     batch of image prompts: the recomputation's buffers must stay inside the profiled peak."""
     from vllm import SamplingParams
 
-
     after_profile = max(llm.collective_rpc(_peak_gib))
     llm.generate(image_requests(batch, 1280, 960, 7000), SamplingParams(temperature=0, max_tokens=4, ignore_eos=True), use_tqdm=False)
     after_batch = max(llm.collective_rpc(_peak_gib))
@@ -245,7 +244,6 @@ def throughput(llm: Any, batch: int = 32, tokens: int = 128, rounds: int = 3) ->
     """Per round: a batch of new images, a text batch, single-stream decode (each round uses fresh
     prompts and images: nothing comes from the prefix cache or the processor cache)."""
     from vllm import SamplingParams
-
 
     def timed(requests: list[dict], tokens: int) -> float:
         params = SamplingParams(temperature=0, max_tokens=tokens, ignore_eos=True)

@@ -20,8 +20,8 @@ implementation): differences of float32 rounding size, far below the bf16 roundi
 output. tests/test_float32_attention.py checks it against a float64 reference (under Triton's
 interpreter on the CPU); the GPU figures are in docs/benchmarks.md.
 
-Only used on CUDA with Triton, bf16 or fp16 inputs and equal-length sequences (the ViT's
-crops); MOLMO2_SHIM_VIT_KERNEL picks it (auto, triton, sdpa).
+Only used on CUDA with Triton, bf16 inputs and equal-length sequences (the ViT's crops);
+MOLMO2_SHIM_VIT_KERNEL picks it (auto, triton, sdpa).
 """
 
 from __future__ import annotations
@@ -117,7 +117,7 @@ def _kernel():  # type: ignore[no-untyped-def]
 
 def triton_float32_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
     """softmax(q k^T * scale) v in float32 arithmetic for [batch, length, heads, head_dim]
-    bf16 tensors (strided views are fine), without causality; the output in q's dtype."""
+    bf16 tensors (strided views are fine), without causality; the output in bf16."""
     import triton
 
     if q.dtype != torch.bfloat16 or k.dtype != q.dtype or v.dtype != q.dtype:
