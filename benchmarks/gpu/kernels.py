@@ -9,8 +9,9 @@ Two pieces of work native vLLM does differently, timed per batch on random bf16 
   with the original's mask;
 - the ViT's attention, which the original (and so the shim) runs in float32 when the config
   says `float32_attention`: SDPA's float32 kernel (the original's) and the shim's Triton kernel
-  (molmo2_shim/model/float32_attention.py), each against float64; next to them the same
-  attention in bf16, which is what native does.
+  (molmo2_shim/model/float32_attention.py) at its default tiles and the other tile shapes of
+  TILE_SWEEP, each against float64; next to them the same attention in bf16, which is what
+  native does.
 
     python benchmarks/gpu/kernels.py --ckpt CHECKPOINT_DIR [--tp 2] [--out results/]
     python benchmarks/gpu/kernels.py --ckpt tests/fixtures/molmo2-tiny --smoke   # CI: runs, no timing
@@ -38,6 +39,9 @@ REPO = HERE.parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
 DEVICE = "cuda"
+# Tile shapes (query rows, keys per block, warps, stages) timed next to the shim's default.
+TILE_SWEEP = [(128, 64, 8, 2), (128, 32, 4, 2), (128, 32, 8, 2), (128, 64, 4, 3), (64, 32, 4, 2), (64, 64, 4, 2),
+              (64, 32, 4, 3)]
 PROMPT = "<|image|><|im_start|>user\nDescribe what you see in as much detail as you can.<|im_end|>\n<|im_start|>assistant\n"
 
 
@@ -140,7 +144,7 @@ def recompute(flat: torch.Tensor, positions: torch.Tensor, mm_ids: list[int], he
 def vit(crops: int, tokens: int, heads: int, dim: int, layers: int) -> dict[str, Any]:
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    from molmo2_shim.model.float32_attention import triton_available, triton_float32_attention
+    from molmo2_shim.model.float32_attention import DEFAULT_TILES, Tiles, triton_available, triton_float32_attention
 
     torch.manual_seed(0)
     dev = torch.device(DEVICE)
@@ -152,14 +156,20 @@ def vit(crops: int, tokens: int, heads: int, dim: int, layers: int) -> dict[str,
                 return F.scaled_dot_product_attention(q.to(cast), k.to(cast), v.to(cast)).to(torch.bfloat16)
         return attend
 
-    def triton_kernel(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        return triton_float32_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), dim**-0.5).transpose(1, 2)
+    def triton_with(tiles: Tiles) -> Any:
+        def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+            return triton_float32_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), dim**-0.5,
+                                            tiles).transpose(1, 2)
+        return attend
 
     variants = [("float32, SDPA's choice (original)", sdpa_as(torch.float32)),
                 ("float32, SDPA's math backend", sdpa_as(torch.float32, SDPBackend.MATH)),
                 ("bfloat16, SDPA's choice (native)", sdpa_as(torch.bfloat16))]
     if DEVICE == "cuda" and triton_available():
-        variants.insert(1, ("float32, the shim's Triton kernel", triton_kernel))
+        # The shim's default tiles first, then the other shapes of the sweep.
+        sweep = [DEFAULT_TILES, *(Tiles(*t) for t in TILE_SWEEP if Tiles(*t) != DEFAULT_TILES)]
+        variants[1:1] = [(f"float32, Triton kernel, tiles {tuple(t)}" + (" (default)" if t == DEFAULT_TILES else ""),
+                          triton_with(t)) for t in sweep]
     # Accuracy on a few crops: the bf16 outputs against float64 attention rounded once to bf16
     # (the share of outputs off by a rounding step, and the largest difference).
     few = slice(0, min(crops, 4))

@@ -29,6 +29,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+from typing import NamedTuple
 
 import torch
 
@@ -40,12 +41,21 @@ KERNEL_CHOICES = ("auto", "triton", "sdpa")
 # Why the kernel stopped being used in this process (auto only), or None.
 _auto_disabled: str | None = None
 
-# Tile sizes of the H200 figures in docs/benchmarks.md (729 tokens, head size 72 padded to 128;
-# not tuned).
-BLOCK_M = 128
-BLOCK_N = 64
-NUM_WARPS = 8
-NUM_STAGES = 2
+
+
+class Tiles(NamedTuple):
+    """The kernel's launch shape: query rows and keys per block, warps, pipeline stages."""
+
+    block_m: int
+    block_n: int
+    warps: int
+    stages: int
+
+
+# The fastest of the tile shapes benchmarks/gpu/kernels.py sweeps on an H200 for Molmo2's ViT
+# (729 tokens per crop, head size 72 padded to 128); docs/benchmarks.md has the sweep. Fixed
+# rather than autotuned, so that the ViT's outputs do not depend on a timing race at start-up.
+DEFAULT_TILES = Tiles(block_m=128, block_n=32, warps=4, stages=2)
 # CUDA's limit on a grid's second dimension (batch x heads here); larger batches take several launches.
 MAX_GRID_Y = 65535
 
@@ -115,9 +125,11 @@ def _kernel():  # type: ignore[no-untyped-def]
     return attention_fwd
 
 
-def triton_float32_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
+def triton_float32_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float,
+                             tiles: Tiles = DEFAULT_TILES) -> torch.Tensor:
     """softmax(q k^T * scale) v in float32 arithmetic for [batch, length, heads, head_dim]
-    bf16 tensors (strided views are fine), without causality; the output in bf16."""
+    bf16 tensors (strided views are fine), without causality; the output in bf16. `tiles` is
+    for benchmarks (the sums' order changes with block_n, never their float32 precision)."""
     import triton
 
     if q.dtype != torch.bfloat16 or k.dtype != q.dtype or v.dtype != q.dtype:
@@ -136,14 +148,14 @@ def triton_float32_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, 
     per_launch = max(1, MAX_GRID_Y // heads)
     for first in range(0, batch, per_launch):
         part = slice(first, min(batch, first + per_launch))
-        grid = (triton.cdiv(length, BLOCK_M), (part.stop - part.start) * heads)
+        grid = (triton.cdiv(length, tiles.block_m), (part.stop - part.start) * heads)
         _kernel()[grid](
             q[part], k[part], v[part], out[part],
             q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
             v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2),
             heads, length, scale,
-            HEAD_DIM=dim, BLOCK_D=max(16, triton.next_power_of_2(dim)), BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N,
-            SPLIT=not interpreted, num_warps=NUM_WARPS, num_stages=NUM_STAGES,
+            HEAD_DIM=dim, BLOCK_D=max(16, triton.next_power_of_2(dim)), BLOCK_M=tiles.block_m,
+            BLOCK_N=tiles.block_n, SPLIT=not interpreted, num_warps=tiles.warps, num_stages=tiles.stages,
         )
     return out.to(torch.bfloat16)
 
