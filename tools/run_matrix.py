@@ -47,7 +47,7 @@ SUITES = {
     "native-override": [["-m", "native"], ["-m", "override"]],
 }
 UNIT_TESTS = ["tests/test_matrix.py", "tests/test_no_vllm.py", "tests/test_readme_table.py", "tests/test_catalog.py",
-              "tests/test_structure.py", "tests/test_pointing.py", "tests/test_explain.py"]
+              "tests/test_structure.py", "tests/test_pointing.py", "tests/test_explain.py", "tests/test_benchmark_turns.py"]
 # The original hub code (as tests/original.py finds it).
 REMOTE_CODE = Path(os.environ.get("MOLMO2_SHIM_REFERENCE_CODE", REPO.parent / "shared" / "reference" / "molmo2-4b-remote"))
 RUFF = "ruff==0.17.6"  # pinned: a newer ruff may add rules and turn CI red without a code change

@@ -27,6 +27,7 @@ Steps (each also runs alone: checkpoint, reference, engine --side ..., report):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -34,6 +35,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -137,7 +139,8 @@ def hub_checkpoint(ckpt: Path, remote_code: Path, out: Path) -> Path:
 
 def engine(ckpt: Path, out: Path, side: str, tp: int, quick: bool = False, *, rounds: int = 3, dtype: str = "bfloat16",
            quantization: str | None = None, cudagraph_mode: str | None = None, memory_check: bool = False,
-           remote_code: Path | None = None, label: str | None = None, profile: bool = False) -> None:
+           remote_code: Path | None = None, label: str | None = None, profile: str | None = None,
+           gpu_share: float | None = None, turns: Turns | None = None) -> None:
     import importlib.util
 
     kw: dict[str, Any] = {}
@@ -161,12 +164,11 @@ def engine(ckpt: Path, out: Path, side: str, tp: int, quick: bool = False, *, ro
 
     if memory_check:
         os.environ["VLLM_ALLOW_INSECURE_SERIALIZATION"] = "1"  # collective_rpc with a function (peak memory)
-    start = time.perf_counter()
     if quick:
         # On the CPU backend this is the share of host memory vLLM insists is free at start.
         kw.update(enforce_eager=True, dtype="float32", gpu_memory_utilization=0.4)
     else:
-        kw.update(dtype=dtype, gpu_memory_utilization=0.9 if memory_check else 0.85)
+        kw.update(dtype=dtype, gpu_memory_utilization=gpu_share or (0.9 if memory_check else 0.85))
     if quantization:
         kw["quantization"] = quantization
     if cudagraph_mode:
@@ -176,41 +178,53 @@ def engine(ckpt: Path, out: Path, side: str, tp: int, quick: bool = False, *, ro
         # torch profiler in the engine's workers; rank 0 writes a kernel table (profiler_out_0.txt)
         kw["profiler_config"] = {"profiler": "torch", "torch_profiler_dir": str(out.resolve() / f"profile_{engine_name}"),
                                  "torch_profiler_with_stack": False, "ignore_frontend": True}
-    llm = LLM(model=str(model), max_model_len=4096 if quick else 8192, max_num_batched_tokens=8192,
-              limit_mm_per_prompt={"image": 2, "video": 1}, max_logprobs=TOP, tensor_parallel_size=tp, seed=0, **kw)
-    startup = time.perf_counter() - start
-    if side == "hub":
-        assert "molmo2_shim" not in sys.modules, "hub side: molmo2-shim was imported"
-    cc = llm.llm_engine.vllm_config.compilation_config
-    result: dict[str, Any] = {"side": side, "label": engine_name, "variant": label is not None, "status": status, "startup_s": startup, "tp": tp,
-                              "dtype": "float32" if quick else dtype, "quantization": quantization, "cudagraph_mode_requested": cudagraph_mode,
-                              "cudagraph_mode": str(getattr(cc, "cudagraph_mode", None)), "parity": {}}
-    for name, (prompt, spec) in PARITY.items():
-        # vLLM's native Molmo2 crashes on prompt logprobs of image prompts (ids past its head).
-        prompt_lp = 0 if side == "shim" or spec == [] else None
-        request: dict[str, Any] = {"prompt": prompt}
-        data = mm_data(spec)
-        if data:
-            request["multi_modal_data"] = data
-        o = llm.generate([request], SamplingParams(temperature=0, max_tokens=1, logprobs=TOP, prompt_logprobs=prompt_lp),
-                         use_tqdm=False)[0]
-        entry: dict[str, Any] = {"ids": list(o.prompt_token_ids),
-                                 "last_top": {str(t): lp.logprob for t, lp in o.outputs[0].logprobs[0].items()}}
-        if o.prompt_logprobs:
-            entry["token_logprobs"] = [d[t].logprob for d, t in zip(o.prompt_logprobs[1:], o.prompt_token_ids[1:])]
-        result["parity"][name] = entry
+    turns = turns or Turns(None, 0)
+    # Start-up and parity in this side's turn: vLLM sizes its KV cache from the free GPU memory
+    # it measures, which the other engine must not change meanwhile.
+    with turns.take():
+        start = time.perf_counter()
+        llm = LLM(model=str(model), max_model_len=4096 if quick else 8192, max_num_batched_tokens=8192,
+                  limit_mm_per_prompt={"image": 2, "video": 1}, max_logprobs=TOP, tensor_parallel_size=tp, seed=0, **kw)
+        startup = time.perf_counter() - start
+        if side == "hub":
+            assert "molmo2_shim" not in sys.modules, "hub side: molmo2-shim was imported"
+        cc = llm.llm_engine.vllm_config.compilation_config
+        result: dict[str, Any] = {"side": side, "label": engine_name, "variant": label is not None, "status": status, "startup_s": startup, "tp": tp,
+                                  "dtype": "float32" if quick else dtype, "quantization": quantization, "cudagraph_mode_requested": cudagraph_mode,
+                                  "cudagraph_mode": str(getattr(cc, "cudagraph_mode", None)), "parity": {}}
+        for name, (prompt, spec) in PARITY.items():
+            # vLLM's native Molmo2 crashes on prompt logprobs of image prompts (ids past its head).
+            prompt_lp = 0 if side == "shim" or spec == [] else None
+            request: dict[str, Any] = {"prompt": prompt}
+            data = mm_data(spec)
+            if data:
+                request["multi_modal_data"] = data
+            o = llm.generate([request], SamplingParams(temperature=0, max_tokens=1, logprobs=TOP, prompt_logprobs=prompt_lp),
+                             use_tqdm=False)[0]
+            entry: dict[str, Any] = {"ids": list(o.prompt_token_ids),
+                                     "last_top": {str(t): lp.logprob for t, lp in o.outputs[0].logprobs[0].items()}}
+            if o.prompt_logprobs:
+                entry["token_logprobs"] = [d[t].logprob for d, t in zip(o.prompt_logprobs[1:], o.prompt_token_ids[1:])]
+            result["parity"][name] = entry
     if memory_check:
         result["memory"] = memory(llm)
     if rounds:
-        result["throughput"] = throughput(llm, 4, 16, rounds=1) if quick else throughput(llm, rounds=rounds)
+        result["throughput"] = (throughput(llm, 4, 16, rounds=1, turns=turns) if quick
+                                else throughput(llm, rounds=rounds, turns=turns))
     if profile:
-        # One prefill of the image batch (new images), under the profiler.
+        # Under the profiler: one prefill of the image batch (new images), or a text batch
+        # decoding 32 tokens.
         from vllm import SamplingParams
 
-        batch = image_requests(4 if quick else 32, 640, 480, 90000)
-        llm.start_profile()
-        llm.generate(batch, SamplingParams(temperature=0, max_tokens=1), use_tqdm=False)
-        llm.stop_profile()
+        n = 4 if quick else 32
+        if profile == "image":
+            batch, tokens = image_requests(n, 640, 480, 90000), 1
+        else:
+            batch, tokens = [{"prompt": TEXT.replace("detail", f"detail, profiled {i},")} for i in range(n)], 32
+        with turns.take():
+            llm.start_profile()
+            llm.generate(batch, SamplingParams(temperature=0, max_tokens=tokens, ignore_eos=True), use_tqdm=False)
+            llm.stop_profile()
     (out / f"engine_{engine_name}.json").write_text(json.dumps(result))
 
 
@@ -240,16 +254,60 @@ def memory(llm: Any, batch: int = 256) -> dict[str, Any]:
             "within_profile": after_batch <= after_profile + 1e-3}
 
 
-def throughput(llm: Any, batch: int = 32, tokens: int = 128, rounds: int = 3) -> dict[str, list[float]]:
+class Turns:
+    """Two engine processes (two sides) taking turns: each side's start-up and each timed segment
+    runs while the other side waits, so neither competes with the other for the host's CPUs or a
+    shared GPU, and the two sides' rounds interleave in time (drift on the host hits both alike).
+
+    `folder` holds one counter file both sides see; side `me` (0 or 1) goes when the counter is
+    even (0) or odd (1), and passes the turn on by incrementing it. Both sides must take the same
+    number of turns. Without a folder every turn is taken at once (a side running alone).
+    """
+
+    def __init__(self, folder: Path | None, me: int, timeout_s: float = 1200.0) -> None:
+        self.counter = folder / "turn" if folder else None
+        self.me, self.timeout_s = me, timeout_s
+
+    def _read(self) -> int:
+        assert self.counter is not None
+        try:
+            return int(self.counter.read_text() or 0)
+        except (FileNotFoundError, ValueError):
+            return 0
+
+    @contextlib.contextmanager
+    def take(self) -> Iterator[None]:
+        if self.counter is None:
+            yield
+            return
+        deadline = time.monotonic() + self.timeout_s
+        while (n := self._read()) % 2 != self.me:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"side {self.me}: the other side did not pass the turn ({self.counter} = {n})")
+            time.sleep(0.02)
+        try:
+            yield
+        finally:
+            tmp = self.counter.with_suffix(f".{self.me}")
+            tmp.write_text(str(n + 1))
+            tmp.replace(self.counter)  # atomic: the other side never reads a partial number
+
+
+def throughput(llm: Any, batch: int = 32, tokens: int = 128, rounds: int = 3,
+               turns: Turns | None = None) -> dict[str, list[float]]:
     """Per round: a batch of new images, a text batch, single-stream decode (each round uses fresh
-    prompts and images: nothing comes from the prefix cache or the processor cache)."""
+    prompts and images: nothing comes from the prefix cache or the processor cache). Each timed
+    call is one turn (`turns`: another engine alternating with this one)."""
     from vllm import SamplingParams
+
+    turns = turns or Turns(None, 0)
 
     def timed(requests: list[dict], tokens: int) -> float:
         params = SamplingParams(temperature=0, max_tokens=tokens, ignore_eos=True)
-        start = time.perf_counter()
-        llm.generate(requests, params, use_tqdm=False)
-        return time.perf_counter() - start
+        with turns.take():
+            start = time.perf_counter()
+            llm.generate(requests, params, use_tqdm=False)
+            return time.perf_counter() - start
 
     def image_batch(round_: int) -> list[dict]:
         return image_requests(batch, 640, 480, 1000 * round_)
@@ -259,13 +317,17 @@ def throughput(llm: Any, batch: int = 32, tokens: int = 128, rounds: int = 3) ->
 
     timed(image_batch(0)[:2] + text_batch(0)[:2], 8)  # warm-up
     out: dict[str, list[float]] = {f"image_batch{batch}_tok_s": [], f"image_prefill{batch}_req_s": [],
-                                   f"text_batch{batch}_tok_s": [], "single_stream_decode_tok_s": []}
+                                   f"text_batch{batch}_tok_s": [], f"text_batch{batch}_decode_tok_s": [],
+                                   "single_stream_decode_tok_s": []}
     for round_ in range(1, rounds + 1):
         llm.reset_prefix_cache()
         out[f"image_batch{batch}_tok_s"].append(batch * tokens / timed(image_batch(round_), tokens))
         # The same work up to the first token (processor, ViT, prefill) on other new images.
         out[f"image_prefill{batch}_req_s"].append(batch / timed(image_batch(round_ + 500), 1))
-        out[f"text_batch{batch}_tok_s"].append(batch * tokens / timed(text_batch(round_), tokens))
+        whole = timed(text_batch(round_), tokens)
+        out[f"text_batch{batch}_tok_s"].append(batch * tokens / whole)
+        # Its decode steps alone: the whole batch less a prefill of other prompts of the same length.
+        out[f"text_batch{batch}_decode_tok_s"].append(batch * (tokens - 1) / (whole - timed(text_batch(round_ + 500), 1)))
         single = [{"prompt": TEXT.replace("detail", f"detail ({round_})")}]
         first, full = timed(single, 1), timed(single, 128)
         out["single_stream_decode_tok_s"].append(127 / (full - first))
@@ -385,7 +447,11 @@ def main() -> int:
     ap.add_argument("--quantization")
     ap.add_argument("--cudagraph-mode", help="request a CUDA graph mode (the shim may replace it, and says so)")
     ap.add_argument("--memory-check", action="store_true", help="gpu_memory_utilization 0.9 and a full image batch")
-    ap.add_argument("--profile", action="store_true", help="torch profiler over one image-batch prefill (profile_LABEL/)")
+    ap.add_argument("--profile", choices=["image", "text"],
+                    help="torch profiler over one image-batch prefill or 32 decode steps of a text batch (profile_LABEL/)")
+    ap.add_argument("--gpu-share", type=float, help="gpu_memory_utilization (two engines on one GPU: 0.42 each)")
+    ap.add_argument("--turns", type=Path, help="a folder shared with another engine run: take turns with it (class Turns)")
+    ap.add_argument("--turn", type=int, choices=[0, 1], default=0, help="this side's turn with --turns (0 goes first)")
     ap.add_argument("--remote-code", type=Path, default=REPO / ".remote", help="the hub's five .py files (hub side)")
     ap.add_argument("--quick", action="store_true", help="CPU smoke run: float32, eager, tiny batches")
     ap.add_argument("--reference-path", default=os.environ.get("GPU_TF", ""),
@@ -402,7 +468,8 @@ def main() -> int:
     elif args.step == "engine":
         engine(args.ckpt, args.out, args.side, args.tp, args.quick, rounds=args.rounds, dtype=args.dtype,
                quantization=args.quantization, cudagraph_mode=args.cudagraph_mode, memory_check=args.memory_check,
-               remote_code=args.remote_code, label=args.label, profile=args.profile)
+               remote_code=args.remote_code, label=args.label, profile=args.profile, gpu_share=args.gpu_share,
+               turns=Turns(args.turns, args.turn) if args.turns else None)
     elif args.step == "kernels":
         import kernels
 
