@@ -399,6 +399,15 @@ CATALOG: list[Entry] = [
 
 CATALOG += [
     Entry(
+        "vLLM's multimodal prefix-LM attention switched off for the shim's model (model_arch_config.is_mm_prefix_lm)",
+        INTERNAL, "vllm.config.model:ModelConfig.is_mm_prefix_lm", (V0_22,),
+        why="0.22 lists molmo2 as a prefix LM: per-image bidirectional ranges in the attention backend (native's "
+            "approximation) and a backend that supports them (Triton's, for every step). The shim's model applies "
+            "the original's mask itself, so the ranges are wasted work on a slower backend (and a deviation for "
+            "causal-image checkpoints); the create_engine_config wrapper sets the flag to False for the shim's model",
+        upstream=PREFIX_MASK_UPSTREAM, remove_when=SCHEDULER_REMOVE_WHEN,
+    ),
+    Entry(
         "encoder cache bookkeeping: freeable, cached, freed, num_free_slots", INTERNAL,
         "vllm.v1.core.encoder_cache_manager:EncoderCacheManager.free_encoder_input", SHIM_MODEL_SETS,
         why="the reset_prefix_cache wrapper evicts unused encoder outputs exactly as EncoderCacheManager.can_allocate "

@@ -57,3 +57,17 @@ def test_mixed_batch_under_override(override_llm):
     outs = override_llm.generate([golden_request(n) for n in CASES], full_logprob_params())
     for name, out in zip(CASES, outs):
         assert_matches_golden(out, name)
+
+
+def test_vllm_prefix_lm_attention_is_off_for_the_shim_model(override_llm):
+    """vLLM 0.22 lists molmo2 as a prefix LM (per-image bidirectional ranges in its attention
+    backend). The shim's model applies the original's mask itself, so in the engine that serves
+    it neither the model runner nor any attention layer may use vLLM's ranges."""
+    def prefix_lm_flags(worker):
+        runner = worker.model_runner
+        layers = [m.use_mm_prefix for m in runner.model.modules() if hasattr(m, "use_mm_prefix")]
+        return getattr(runner, "is_mm_prefix_lm", None), layers, runner.model_config.is_mm_prefix_lm
+
+    for runner_flag, layer_flags, config_flag in override_llm.collective_rpc(prefix_lm_flags):
+        assert runner_flag in (False, None) and config_flag is False
+        assert layer_flags and not any(layer_flags)

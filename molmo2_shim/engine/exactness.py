@@ -151,6 +151,25 @@ def refuse_unsupported_config(hf_config: Any) -> None:
                                 "implementation: " + "; ".join(problems))
 
 
+def leave_image_attention_to_the_model(model_config: Any) -> bool:
+    """Switch vLLM's own multimodal prefix-LM attention off for the shim's model; True if it was on.
+
+    vLLM 0.22 treats model_type "molmo2" as a prefix LM: its attention backend lets each image's
+    rows attend within that image (native's approximation of the original's mask), and it picks
+    a backend that supports such ranges (Triton's, not FlashAttention) for every step, decode
+    included. The shim's model computes the original's mask itself (the image rows recomputed
+    after causal attention), so vLLM's ranges would be work whose image-row outputs are then
+    overwritten, on a slower backend; and for checkpoints whose image attention is causal
+    (MolmoWeb) they would be a deviation. vLLM reads the flag from the model config when it
+    builds the attention layers and the model runner, after this runs.
+    """
+    arch = getattr(model_config, "model_arch_config", None)
+    if not getattr(arch, "is_mm_prefix_lm", False):
+        return False
+    arch.is_mm_prefix_lm = False
+    return True
+
+
 @dataclass(frozen=True)
 class RegionBounds:
     """The longest multimodal regions the engine's prompt limits allow (chat-template layout)."""
