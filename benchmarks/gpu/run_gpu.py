@@ -140,7 +140,7 @@ def hub_checkpoint(ckpt: Path, remote_code: Path, out: Path) -> Path:
 def engine(ckpt: Path, out: Path, side: str, tp: int, quick: bool = False, *, rounds: int = 3, dtype: str = "bfloat16",
            quantization: str | None = None, cudagraph_mode: str | None = None, memory_check: bool = False,
            remote_code: Path | None = None, label: str | None = None, profile: str | None = None,
-           gpu_share: float | None = None, turns: Turns | None = None) -> None:
+           gpu_share: float | None = None, turns: Turns | None = None, attention_backend: str | None = None) -> None:
     import importlib.util
 
     kw: dict[str, Any] = {}
@@ -173,6 +173,8 @@ def engine(ckpt: Path, out: Path, side: str, tp: int, quick: bool = False, *, ro
         kw["quantization"] = quantization
     if cudagraph_mode:
         kw["compilation_config"] = {"cudagraph_mode": cudagraph_mode}
+    if attention_backend:
+        kw["attention_backend"] = attention_backend
     engine_name = label or (side if tp == 1 else f"{side}-tp{tp}")
     if profile:
         # torch profiler in the engine's workers; rank 0 writes a kernel table (profiler_out_0.txt)
@@ -191,7 +193,8 @@ def engine(ckpt: Path, out: Path, side: str, tp: int, quick: bool = False, *, ro
         cc = llm.llm_engine.vllm_config.compilation_config
         result: dict[str, Any] = {"side": side, "label": engine_name, "variant": label is not None, "status": status, "startup_s": startup, "tp": tp,
                                   "dtype": "float32" if quick else dtype, "quantization": quantization, "cudagraph_mode_requested": cudagraph_mode,
-                                  "cudagraph_mode": str(getattr(cc, "cudagraph_mode", None)), "parity": {}}
+                                  "cudagraph_mode": str(getattr(cc, "cudagraph_mode", None)), "attention_backend": attention_backend,
+                                  "parity": {}}
         for name, (prompt, spec) in PARITY.items():
             # vLLM's native Molmo2 crashes on prompt logprobs of image prompts (ids past its head).
             prompt_lp = 0 if side == "shim" or spec == [] else None
@@ -449,6 +452,7 @@ def main() -> int:
     ap.add_argument("--memory-check", action="store_true", help="gpu_memory_utilization 0.9 and a full image batch")
     ap.add_argument("--profile", choices=["image", "text"],
                     help="torch profiler over one image-batch prefill or 32 decode steps of a text batch (profile_LABEL/)")
+    ap.add_argument("--attention-backend", help="vLLM's attention_backend for the text model (default: vLLM's choice)")
     ap.add_argument("--gpu-share", type=float, help="gpu_memory_utilization (two engines on one GPU: 0.42 each)")
     ap.add_argument("--turns", type=Path, help="a folder shared with another engine run: take turns with it (class Turns)")
     ap.add_argument("--turn", type=int, choices=[0, 1], default=0, help="this side's turn with --turns (0 goes first)")
@@ -469,7 +473,7 @@ def main() -> int:
         engine(args.ckpt, args.out, args.side, args.tp, args.quick, rounds=args.rounds, dtype=args.dtype,
                quantization=args.quantization, cudagraph_mode=args.cudagraph_mode, memory_check=args.memory_check,
                remote_code=args.remote_code, label=args.label, profile=args.profile, gpu_share=args.gpu_share,
-               turns=Turns(args.turns, args.turn) if args.turns else None)
+               turns=Turns(args.turns, args.turn) if args.turns else None, attention_backend=args.attention_backend)
     elif args.step == "kernels":
         import kernels
 

@@ -55,6 +55,8 @@ class TextAttention(nn.Module):
         if self.qk_norm_type == "qwen3":
             self.q_norm = RMSNorm(self.head_dim, eps=cfg.layer_norm_eps)
             self.k_norm = RMSNorm(self.head_dim, eps=cfg.layer_norm_eps)
+            # vLLM's own kernel (custom op enabled), or torch operations (see _norm_per_head).
+            self.norm_takes_views = not RMSNorm.enabled()
         elif self.qk_norm_type is not None:
             self.q_norm = RMSNorm(self.total_heads * self.head_dim, eps=cfg.layer_norm_eps)
             self.k_norm = RMSNorm(self.total_kv_heads * self.head_dim, eps=cfg.layer_norm_eps)
@@ -83,12 +85,21 @@ class TextAttention(nn.Module):
         parts = split_tensor_along_last_dim(full, num_partitions=get_tensor_model_parallel_world_size())
         return parts[get_tensor_model_parallel_rank()]
 
+    def _norm_per_head(self, x: torch.Tensor, norm: RMSNorm) -> torch.Tensor:
+        # "qwen3" normalises each head. Where RMSNorm runs as torch operations (vLLM's default
+        # under torch.compile, e.g. on GPUs) it takes a per-head view of the fused qkv output, as
+        # vLLM's own models do, and the compiler fuses it with RoPE without a copy (the copy
+        # cost 2% of a decode step on an H200, docs/benchmarks.md). vLLM's RMSNorm kernels get a
+        # contiguous 2-D copy, which every version's kernel reads correctly (see _norm_whole).
+        # The same arithmetic either way.
+        if self.norm_takes_views:
+            return norm(x.unflatten(-1, (-1, self.head_dim))).flatten(-2)
+        return norm(x.reshape(-1, self.head_dim)).reshape(x.shape)
+
     def forward(self, positions: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
         q, k, v = self.qkv_proj(hidden).split([self.q_size, self.kv_size, self.kv_size], dim=-1)
         if self.qk_norm_type == "qwen3":
-            # Per head; 2-D input, which every vLLM RMSNorm kernel accepts.
-            q = self.q_norm(q.reshape(-1, self.head_dim)).reshape(q.shape)
-            k = self.k_norm(k.reshape(-1, self.head_dim)).reshape(k.shape)
+            q, k = self._norm_per_head(q, self.q_norm), self._norm_per_head(k, self.k_norm)
         elif self.qk_norm_type is not None:
             q, k = self._norm_whole(q, self.q_norm), self._norm_whole(k, self.k_norm)
         q, k = self.rotary_emb(positions, q, k)
