@@ -42,7 +42,6 @@ KERNEL_CHOICES = ("auto", "triton", "sdpa")
 _auto_disabled: str | None = None
 
 
-
 class Tiles(NamedTuple):
     """The kernel's launch shape: query rows and keys per block, warps, pipeline stages."""
 
