@@ -167,7 +167,7 @@ def vit(crops: int, tokens: int, heads: int, dim: int, layers: int) -> dict[str,
                 ("bfloat16, SDPA's choice (native)", sdpa_as(torch.bfloat16))]
     if DEVICE == "cuda" and triton_available():
         # The shim's default tiles first, then the other shapes of the sweep.
-        sweep = [DEFAULT_TILES, *(Tiles(*t) for t in TILE_SWEEP if Tiles(*t) != DEFAULT_TILES)]
+        sweep = [DEFAULT_TILES, *(t for t in map(Tiles._make, TILE_SWEEP) if t != DEFAULT_TILES)]
         variants[1:1] = [(f"float32, Triton kernel, tiles {tuple(t)}" + (" (default)" if t == DEFAULT_TILES else ""),
                           triton_with(t)) for t in sweep]
     # Accuracy on a few crops: the bf16 outputs against float64 attention rounded once to bf16

@@ -139,10 +139,53 @@ def hub_checkpoint(ckpt: Path, remote_code: Path, out: Path) -> Path:
     return hub
 
 
+class Turns:
+    """Two engine processes (two sides) taking turns: each side's start-up and each timed segment
+    runs while the other side waits, so neither competes with the other for the host's CPUs or a
+    shared GPU, and the two sides' rounds interleave in time (drift on the host hits both alike).
+
+    `folder` holds one counter file both sides see; side `me` (0 or 1) goes when the counter is
+    even (0) or odd (1), and passes the turn on by incrementing it. Both sides must take the same
+    number of turns. Without a folder every turn is taken at once (a side running alone).
+    """
+
+    def __init__(self, folder: Path | None, me: int, timeout_s: float = 1200.0) -> None:
+        self.counter = folder / "turn" if folder else None
+        self.me, self.timeout_s = me, timeout_s
+
+    def _read(self) -> int:
+        assert self.counter is not None
+        try:
+            return int(self.counter.read_text() or 0)
+        except (FileNotFoundError, ValueError):
+            return 0
+
+    @contextlib.contextmanager
+    def take(self) -> Iterator[None]:
+        if self.counter is None:
+            yield
+            return
+        deadline = time.monotonic() + self.timeout_s
+        while (n := self._read()) % 2 != self.me:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"side {self.me}: the other side did not pass the turn ({self.counter} = {n})")
+            time.sleep(0.02)
+        try:
+            yield
+        finally:
+            tmp = self.counter.with_suffix(f".{self.me}")
+            tmp.write_text(str(n + 1))
+            tmp.replace(self.counter)  # atomic: the other side never reads a partial number
+
+
+# A side running alone: every turn is taken at once.
+ALONE = Turns(None, 0)
+
+
 def engine(ckpt: Path, out: Path, side: str, tp: int, quick: bool = False, *, rounds: int = 3, dtype: str = "bfloat16",
            quantization: str | None = None, cudagraph_mode: str | None = None, memory_check: bool = False,
            remote_code: Path | None = None, label: str | None = None, profile: str | None = None,
-           gpu_share: float | None = None, turns: Turns | None = None, attention_backend: str | None = None) -> None:
+           gpu_share: float | None = None, turns: Turns = ALONE, attention_backend: str | None = None) -> None:
     import importlib.util
 
     kw: dict[str, Any] = {}
@@ -182,7 +225,6 @@ def engine(ckpt: Path, out: Path, side: str, tp: int, quick: bool = False, *, ro
         # torch profiler in the engine's workers; rank 0 writes a kernel table (profiler_out_0.txt)
         kw["profiler_config"] = {"profiler": "torch", "torch_profiler_dir": str(out.resolve() / f"profile_{engine_name}"),
                                  "torch_profiler_with_stack": False, "ignore_frontend": True}
-    turns = turns or Turns(None, 0)
     # Start-up and parity in this side's turn: vLLM sizes its KV cache from the free GPU memory
     # it measures, which the other engine must not change meanwhile.
     with turns.take():
@@ -259,53 +301,12 @@ def memory(llm: Any, batch: int = 256) -> dict[str, Any]:
             "within_profile": after_batch <= after_profile + 1e-3}
 
 
-class Turns:
-    """Two engine processes (two sides) taking turns: each side's start-up and each timed segment
-    runs while the other side waits, so neither competes with the other for the host's CPUs or a
-    shared GPU, and the two sides' rounds interleave in time (drift on the host hits both alike).
-
-    `folder` holds one counter file both sides see; side `me` (0 or 1) goes when the counter is
-    even (0) or odd (1), and passes the turn on by incrementing it. Both sides must take the same
-    number of turns. Without a folder every turn is taken at once (a side running alone).
-    """
-
-    def __init__(self, folder: Path | None, me: int, timeout_s: float = 1200.0) -> None:
-        self.counter = folder / "turn" if folder else None
-        self.me, self.timeout_s = me, timeout_s
-
-    def _read(self) -> int:
-        assert self.counter is not None
-        try:
-            return int(self.counter.read_text() or 0)
-        except (FileNotFoundError, ValueError):
-            return 0
-
-    @contextlib.contextmanager
-    def take(self) -> Iterator[None]:
-        if self.counter is None:
-            yield
-            return
-        deadline = time.monotonic() + self.timeout_s
-        while (n := self._read()) % 2 != self.me:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"side {self.me}: the other side did not pass the turn ({self.counter} = {n})")
-            time.sleep(0.02)
-        try:
-            yield
-        finally:
-            tmp = self.counter.with_suffix(f".{self.me}")
-            tmp.write_text(str(n + 1))
-            tmp.replace(self.counter)  # atomic: the other side never reads a partial number
-
-
 def throughput(llm: Any, batch: int = 32, tokens: int = 128, rounds: int = 3,
-               turns: Turns | None = None) -> dict[str, list[float]]:
+               turns: Turns = ALONE) -> dict[str, list[float]]:
     """Per round: a batch of new images, a text batch, single-stream decode (each round uses fresh
     prompts and images: nothing comes from the prefix cache or the processor cache). Each timed
     call is one turn (`turns`: another engine alternating with this one)."""
     from vllm import SamplingParams
-
-    turns = turns or Turns(None, 0)
 
     def timed(requests: list[dict], tokens: int) -> float:
         params = SamplingParams(temperature=0, max_tokens=tokens, ignore_eos=True)
@@ -475,7 +476,7 @@ def main() -> int:
         engine(args.ckpt, args.out, args.side, args.tp, args.quick, rounds=args.rounds, dtype=args.dtype,
                quantization=args.quantization, cudagraph_mode=args.cudagraph_mode, memory_check=args.memory_check,
                remote_code=args.remote_code, label=args.label, profile=args.profile, gpu_share=args.gpu_share,
-               turns=Turns(args.turns, args.turn) if args.turns else None, attention_backend=args.attention_backend)
+               turns=Turns(args.turns, args.turn) if args.turns else ALONE, attention_backend=args.attention_backend)
     elif args.step == "kernels":
         import kernels
 
