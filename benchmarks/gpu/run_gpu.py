@@ -185,7 +185,8 @@ ALONE = Turns(None, 0)
 def engine(ckpt: Path, out: Path, side: str, tp: int, quick: bool = False, *, rounds: int = 3, dtype: str = "bfloat16",
            quantization: str | None = None, cudagraph_mode: str | None = None, memory_check: bool = False,
            remote_code: Path | None = None, label: str | None = None, profile: str | None = None,
-           gpu_share: float | None = None, turns: Turns = ALONE, attention_backend: str | None = None) -> None:
+           gpu_share: float | None = None, turns: Turns = ALONE, attention_backend: str | None = None,
+           attention_config: dict[str, Any] | None = None) -> None:
     import importlib.util
 
     kw: dict[str, Any] = {}
@@ -220,6 +221,8 @@ def engine(ckpt: Path, out: Path, side: str, tp: int, quick: bool = False, *, ro
         kw["compilation_config"] = {"cudagraph_mode": cudagraph_mode}
     if attention_backend:
         kw["attention_backend"] = attention_backend
+    if attention_config:
+        kw["attention_config"] = attention_config
     engine_name = label or (side if tp == 1 else f"{side}-tp{tp}")
     if profile:
         # torch profiler in the engine's workers; rank 0 writes a kernel table (profiler_out_0.txt)
@@ -238,6 +241,7 @@ def engine(ckpt: Path, out: Path, side: str, tp: int, quick: bool = False, *, ro
         result: dict[str, Any] = {"side": side, "label": engine_name, "variant": label is not None, "status": status, "startup_s": startup, "tp": tp,
                                   "dtype": "float32" if quick else dtype, "quantization": quantization, "cudagraph_mode_requested": cudagraph_mode,
                                   "cudagraph_mode": str(getattr(cc, "cudagraph_mode", None)), "attention_backend": attention_backend,
+                                  "attention_config": attention_config,
                                   "parity": {}}
         for name, (prompt, spec) in PARITY.items():
             # vLLM's native Molmo2 crashes on prompt logprobs of image prompts (ids past its head).
@@ -368,7 +372,7 @@ def report(out: Path, device: str, checkpoint: str) -> None:
     results: dict[str, Any] = {"device": device, "parity": {}, "throughput": {}, "ratios": {},
                                "engines": {k: {x: e.get(x) for x in ("side", "tp", "dtype", "quantization",
                                                                      "cudagraph_mode_requested", "cudagraph_mode",
-                                                                     "startup_s", "memory")}
+                                                                     "startup_s", "memory", "attention_backend", "attention_config")}
                                            for k, e in engines.items()}}
     for name in PARITY:
         results["parity"][name] = {k: compare(e["parity"][name], ref[name]) for k, e in engines.items()
@@ -384,8 +388,10 @@ def report(out: Path, device: str, checkpoint: str) -> None:
                          f"{fmt(c['prompt_max_abs'])} | {fmt(c['prompt_mean_abs'])} |")
     lines += ["", "Engines:", ""]
     for label, e in results["engines"].items():
+        backend = (e.get("attention_backend") or "vLLM's choice") + (f" {e['attention_config']}" if e.get("attention_config") else "")
         lines.append(f"- {label}: side {e['side']}, TP {e['tp']}, {e['dtype']}, quantization {e['quantization']}, "
                      f"CUDA graphs {e['cudagraph_mode']} (requested {e['cudagraph_mode_requested']}), "
+                     f"attention backend {backend}, "
                      f"startup {e['startup_s']:.0f} s" + (f", memory {e['memory']}" if e.get("memory") else ""))
     with_tp = {label: e for label, e in engines.items() if e.get("throughput")}
     for label, e in with_tp.items():
@@ -456,6 +462,8 @@ def main() -> int:
     ap.add_argument("--profile", choices=["image", "text"],
                     help="torch profiler over one image-batch prefill or 32 decode steps of a text batch (profile_LABEL/)")
     ap.add_argument("--attention-backend", help="vLLM's attention_backend for the text model (default: vLLM's choice)")
+    ap.add_argument("--attention-config", type=json.loads,
+                    help='vLLM\'s attention_config as JSON, e.g. \'{"flash_attn_max_num_splits_for_cuda_graph": 1}\'')
     ap.add_argument("--gpu-share", type=float, help="gpu_memory_utilization (two engines on one GPU: 0.42 each)")
     ap.add_argument("--turns", type=Path, help="a folder shared with another engine run: take turns with it (class Turns)")
     ap.add_argument("--turn", type=int, choices=[0, 1], default=0, help="this side's turn with --turns (0 goes first)")
@@ -476,7 +484,8 @@ def main() -> int:
         engine(args.ckpt, args.out, args.side, args.tp, args.quick, rounds=args.rounds, dtype=args.dtype,
                quantization=args.quantization, cudagraph_mode=args.cudagraph_mode, memory_check=args.memory_check,
                remote_code=args.remote_code, label=args.label, profile=args.profile, gpu_share=args.gpu_share,
-               turns=Turns(args.turns, args.turn) if args.turns else ALONE, attention_backend=args.attention_backend)
+               turns=Turns(args.turns, args.turn) if args.turns else ALONE, attention_backend=args.attention_backend,
+               attention_config=args.attention_config)
     elif args.step == "kernels":
         import kernels
 
