@@ -408,6 +408,21 @@ CATALOG += [
         upstream=PREFIX_MASK_UPSTREAM, remove_when=SCHEDULER_REMOVE_WHEN,
     ),
     Entry(
+        "the attention backend native Molmo2 gets, kept for the shim's model (the platform's selector asked for a "
+        "prefix LM; set as attention_config.backend where the user set none)",
+        INTERNAL, "vllm.v1.attention.selector:AttentionSelectorConfig", (V0_22,),
+        why="with the prefix-LM flag off vLLM would choose as for a causal model (FlashAttention 3 on Hopper), which "
+            "decodes short contexts slower than the Triton backend native Molmo2 runs on (docs/benchmarks.md, "
+            "session 5); the create_engine_config wrapper keeps native's choice, the user's attention_backend wins",
+        upstream=PREFIX_MASK_UPSTREAM, remove_when=SCHEDULER_REMOVE_WHEN,
+    ),
+    Entry(
+        "the platform's attention backend selection", INTERNAL,
+        "vllm.platforms.interface:Platform.get_attn_backend_cls", (V0_22,),
+        why="asked once at engine configuration, with use_mm_prefix=True, for the backend native Molmo2 gets",
+        upstream=PREFIX_MASK_UPSTREAM, remove_when=SCHEDULER_REMOVE_WHEN,
+    ),
+    Entry(
         "encoder cache bookkeeping: freeable, cached, freed, num_free_slots", INTERNAL,
         "vllm.v1.core.encoder_cache_manager:EncoderCacheManager.free_encoder_input", SHIM_MODEL_SETS,
         why="the reset_prefix_cache wrapper evicts unused encoder outputs exactly as EncoderCacheManager.can_allocate "

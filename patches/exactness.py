@@ -23,14 +23,22 @@ def check_engine_config(wrapped: Any, instance: Any, args: tuple, kwargs: dict) 
     vllm_config = wrapped(*args, **kwargs)
     if not is_shim_model_config(vllm_config.model_config):
         return vllm_config
-    from molmo2_shim.engine.exactness import check_engine, leave_image_attention_to_the_model, refuse_unsupported_config
+    from molmo2_shim.engine.exactness import (
+        check_engine,
+        keep_the_prefix_lm_attention_backend,
+        leave_image_attention_to_the_model,
+        refuse_unsupported_config,
+    )
     from molmo2_shim.engine.multimodal import region_bounds
     from molmo2_shim.processing.config import image_attention_is_bidirectional
 
     refuse_unsupported_config(vllm_config.model_config.hf_config)
     if leave_image_attention_to_the_model(vllm_config.model_config):
+        backend = keep_the_prefix_lm_attention_backend(vllm_config)
         logger.info("molmo2-shim: vLLM's per-image prefix-LM attention is off for Molmo2: the shim's model computes "
-                    "the original's image attention itself")
+                    "the original's image attention itself; attention backend %s",
+                    f"{backend} (the one vLLM picks for native Molmo2; attention_backend chooses another)" if backend
+                    else "as chosen")
     if not image_attention_is_bidirectional(vllm_config.model_config.hf_config):
         return vllm_config  # causal image attention (MolmoWeb): nothing to recompute, every setting is exact
 

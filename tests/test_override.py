@@ -71,3 +71,25 @@ def test_vllm_prefix_lm_attention_is_off_for_the_shim_model(override_llm):
     for runner_flag, layer_flags, config_flag in override_llm.collective_rpc(prefix_lm_flags):
         assert runner_flag in (False, None) and config_flag is False
         assert layer_flags and not any(layer_flags)
+
+
+def test_the_attention_backend_is_the_one_native_molmo2_gets(override_llm):
+    """With the prefix-LM flag off, vLLM would pick its backend as for any causal model; the shim
+    keeps the one the platform's selector gives a prefix LM (native Molmo2's), as every decoder
+    attention layer shows. The selector is asked here directly, in the engine's worker."""
+    def backends(worker):
+        from vllm.platforms import current_platform
+        from vllm.v1.attention.selector import AttentionSelectorConfig
+
+        model = worker.model_config
+        native = current_platform.get_attn_backend_cls(None, AttentionSelectorConfig(
+            head_size=model.get_head_size(), dtype=model.dtype, kv_cache_dtype=worker.cache_config.cache_dtype,
+            block_size=None, use_mm_prefix=True))
+        layers = sorted({m.attn_backend.get_name() for m in worker.model_runner.model.modules()
+                         if hasattr(m, "use_mm_prefix") and hasattr(m, "attn_backend")})
+        chosen = worker.vllm_config.attention_config.backend
+        return native, layers, chosen.get_path() if chosen else None, chosen.name if chosen else None
+
+    for native, layers, chosen_path, chosen_name in override_llm.collective_rpc(backends):
+        assert chosen_path == native
+        assert set(layers) == {chosen_name}

@@ -16,6 +16,7 @@ on the server's /metrics and in `LLM.get_metrics()`).
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import threading
@@ -168,6 +169,41 @@ def leave_image_attention_to_the_model(model_config: Any) -> bool:
         return False
     arch.is_mm_prefix_lm = False
     return True
+
+
+def keep_the_prefix_lm_attention_backend(vllm_config: Any) -> str | None:
+    """Where the user chose no attention backend, choose the one vLLM picks for native Molmo2's
+    decoder (a prefix LM); return its name, or None where the user chose one.
+
+    Switching the prefix-LM flag off (above) would also change vLLM's backend choice: on Hopper,
+    FlashAttention 3 instead of the Triton backend that native Molmo2 runs on. Measured on an H200
+    (docs/benchmarks.md, session 5), Triton's unified attention decodes the short contexts of
+    text prompts faster (text batches 1.011x the hub's engine with it, 0.94 - 0.97x with
+    FlashAttention 3), and image batches stay above native either way. So the shim keeps the
+    backend native runs, only without the per-image ranges; `attention_backend` still chooses.
+    The choice asks the platform's own selector, as each attention layer would for a prefix LM,
+    so on every platform it is the backend native Molmo2 gets there (the CPU's own on the CPU).
+    """
+    attention = getattr(vllm_config, "attention_config", None)
+    if attention is None or attention.backend is not None:
+        return None
+    from vllm.config import set_current_vllm_config
+    from vllm.platforms import current_platform
+    from vllm.v1.attention.backends.registry import AttentionBackendEnum
+    from vllm.v1.attention.selector import AttentionSelectorConfig
+
+    model, cache = vllm_config.model_config, vllm_config.cache_config
+    selector = AttentionSelectorConfig(
+        head_size=model.get_head_size(), dtype=model.dtype, kv_cache_dtype=cache.cache_dtype,
+        block_size=cache.block_size if getattr(cache, "user_specified_block_size", False) else None,
+        use_mm_prefix=True)
+    with set_current_vllm_config(vllm_config):
+        path = current_platform.get_attn_backend_cls(
+            None, attn_selector_config=selector, num_heads=model.get_num_attention_heads(vllm_config.parallel_config))
+    module, _, name = path.rpartition(".")
+    backend = AttentionBackendEnum[getattr(importlib.import_module(module), name).get_name()]
+    attention.backend = backend
+    return backend.name
 
 
 @dataclass(frozen=True)
