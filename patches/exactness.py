@@ -34,11 +34,16 @@ def check_engine_config(wrapped: Any, instance: Any, args: tuple, kwargs: dict) 
 
     refuse_unsupported_config(vllm_config.model_config.hf_config)
     if leave_image_attention_to_the_model(vllm_config.model_config):
-        backend = keep_the_prefix_lm_attention_backend(vllm_config)
+        try:
+            backend = keep_the_prefix_lm_attention_backend(vllm_config)
+        except Exception as exc:  # a speed choice only: never keep an engine from starting over it
+            logger.warning("molmo2-shim: could not ask vLLM which attention backend native Molmo2 gets (%r); "
+                           "vLLM chooses as for a causal model", exc)
+            backend = None
         logger.info("molmo2-shim: vLLM's per-image prefix-LM attention is off for Molmo2: the shim's model computes "
                     "the original's image attention itself; attention backend %s",
                     f"{backend} (the one vLLM picks for native Molmo2; attention_backend chooses another)" if backend
-                    else "as chosen")
+                    else "as configured")
     if not image_attention_is_bidirectional(vllm_config.model_config.hf_config):
         return vllm_config  # causal image attention (MolmoWeb): nothing to recompute, every setting is exact
 
