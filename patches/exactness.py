@@ -40,10 +40,9 @@ def check_engine_config(wrapped: Any, instance: Any, args: tuple, kwargs: dict) 
             logger.warning("molmo2-shim: could not ask vLLM which attention backend native Molmo2 gets (%r); "
                            "vLLM chooses as for a causal model", exc)
             backend = None
+        chosen = f"{backend}, the one vLLM picks for native Molmo2 (attention_backend chooses another)"
         logger.info("molmo2-shim: vLLM's per-image prefix-LM attention is off for Molmo2: the shim's model computes "
-                    "the original's image attention itself; attention backend %s",
-                    f"{backend} (the one vLLM picks for native Molmo2; attention_backend chooses another)" if backend
-                    else "as configured")
+                    "the original's image attention itself; attention backend: %s", chosen if backend else "as configured")
     if not image_attention_is_bidirectional(vllm_config.model_config.hf_config):
         return vllm_config  # causal image attention (MolmoWeb): nothing to recompute, every setting is exact
 

@@ -19,9 +19,9 @@ Steps (each also runs alone: checkpoint, reference, engine --side ..., report):
               parity log-probs on five prompts (two of them short enough to replay captured
               piecewise CUDA graphs), then `--rounds` rounds of: 32 requests with new images,
               32 text requests, single-stream decode; with --memory-check a full batch of image
-              prompts after profiling; --dtype/--quantization/--cudagraph-mode/--attention-backend/
-              --attention-config
-              vary the setup; --turns/--turn let two engine runs (e.g. shim and hub on one GPU,
+              prompts after profiling; --dtype, --quantization, --cudagraph-mode,
+              --attention-backend and --attention-config (JSON) vary the setup; --turns/--turn
+              let two engine runs (e.g. shim and hub on one GPU,
               --gpu-share 0.42 each) take turns, so that neither runs while the other is timed;
   kernels     the exact prefill's two extra costs timed alone (benchmarks/gpu/kernels.py);
   report      every engine against the reference, and the throughput ratios with their spread.

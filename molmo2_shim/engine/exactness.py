@@ -16,7 +16,6 @@ on the server's /metrics and in `LLM.get_metrics()`).
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import threading
@@ -200,8 +199,7 @@ def keep_the_prefix_lm_attention_backend(vllm_config: Any) -> str | None:
     with set_current_vllm_config(vllm_config):
         path = current_platform.get_attn_backend_cls(
             None, attn_selector_config=selector, num_heads=model.get_num_attention_heads(vllm_config.parallel_config))
-    module, _, name = path.rpartition(".")
-    backend = AttentionBackendEnum[getattr(importlib.import_module(module), name).get_name()]
+    backend = AttentionBackendEnum(path)  # the members' values are their class paths
     attention.backend = backend
     return backend.name
 
